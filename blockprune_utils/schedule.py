@@ -1,0 +1,117 @@
+"""The iterative pruning schedule: one :class:`BlockPruner` round at a time.
+
+A round scores the blocks of each chosen layer on its current (masked) weight,
+drops the lowest-scoring surviving blocks and installs the new mask.  Retraining
+between rounds is the caller's (see :mod:`blockprune_utils.train`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from .blocks import Score, as_matrix, block_grid, block_mask_of, block_scores, check_block_size, expand_block_mask
+from .masks import get_mask, set_mask
+from .pruning import check_fraction, prune_fraction, prune_global
+
+
+def _module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        names = [n for n, m in model.named_modules() if hasattr(m, "weight")]
+        raise KeyError(f"model has no layer {name!r}; layers with weights: {names}") from None
+
+
+def alive_blocks(module: nn.Module, k: int) -> torch.Tensor:
+    """Blocks of ``module.weight`` not yet pruned (from its mask), shape (R, C)."""
+    return block_mask_of(as_matrix(get_mask(module)), k)
+
+
+def install_block_mask(module: nn.Module, block_mask: torch.Tensor, k: int) -> None:
+    shape = as_matrix(module.weight).shape
+    set_mask(module, expand_block_mask(block_mask, shape, k).to(module.weight.dtype))
+
+
+@dataclass
+class BlockPruner:
+    """Prune a fraction of the surviving k x k blocks of each layer, per round.
+
+    ``rates`` maps a layer name to its per-round fraction p (the authors: 0.2 for
+    hidden layers, 0.1 for the output layer).  ``scope="global"`` ranks all layers'
+    blocks together with one rate (the first in ``rates``... use equal rates) and never
+    empties a layer.  ``score`` is a score name, a callable, or a mapping
+    layer -> fixed score tensor (used for random-mask controls).
+    """
+
+    k: int
+    rates: Mapping[str, float]
+    score: Score | Mapping[str, torch.Tensor] = "mean_abs"
+    scope: str = "layer"
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.k = check_block_size(self.k)
+        if not self.rates:
+            raise ValueError("rates is empty: name at least one layer to prune")
+        for name, p in self.rates.items():
+            check_fraction(p, f"pruning rate for layer {name!r}")
+        if self.scope not in ("layer", "global"):
+            raise ValueError(f"scope must be 'layer' or 'global', got {self.scope!r}")
+        if self.scope == "global" and len(set(self.rates.values())) != 1:
+            raise ValueError(f"global scope needs one rate for all layers, got {dict(self.rates)}")
+
+    def scores(self, model: nn.Module, name: str) -> torch.Tensor:
+        module = _module(model, name)
+        if isinstance(self.score, Mapping):
+            s = self.score[name]
+            expected = block_grid(as_matrix(module.weight).shape, self.k)
+            if tuple(s.shape) != expected:
+                raise ValueError(f"fixed scores for {name!r} have shape {tuple(s.shape)}, expected {expected}")
+            return s
+        return block_scores(module.weight, self.k, self.score)
+
+    def step(self, model: nn.Module) -> dict[str, float]:
+        """One pruning round; returns the per-layer weight densities after it."""
+        names = list(self.rates)
+        modules = {n: _module(model, n) for n in names}
+        alive = {n: alive_blocks(modules[n], self.k) for n in names}
+        scores = {n: self.scores(model, n) for n in names}
+        if self.scope == "layer":
+            new = {n: prune_fraction(scores[n], alive[n], self.rates[n]) for n in names}
+        else:
+            new = prune_global(scores, alive, next(iter(self.rates.values())))
+        for n in names:
+            install_block_mask(modules[n], new[n], self.k)
+        dens = layer_densities(model, names)
+        self.history.append(dens)
+        return dens
+
+
+def layer_densities(model: nn.Module, names) -> dict[str, float]:
+    """Fraction of weights kept in each named layer."""
+    return {n: float(get_mask(_module(model, n)).float().mean()) for n in names}
+
+
+def total_density(model: nn.Module, names) -> float:
+    mods = [_module(model, n) for n in names]
+    kept = sum(float(get_mask(m).sum()) for m in mods)
+    return kept / sum(m.weight.numel() for m in mods)
+
+
+def random_scores(model: nn.Module, names, k: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Uniform random block scores: pruning by them gives random block masks with
+    exactly the block counts of score-based pruning at the same rates."""
+    out = {}
+    for n in names:
+        grid = block_grid(as_matrix(_module(model, n).weight).shape, k)
+        out[n] = torch.rand(grid, generator=generator, dtype=torch.float64)
+    return out
+
+
+def copy_masks(src: nn.Module, dst: nn.Module, names) -> None:
+    """Give ``dst`` the masks of ``src`` on the named layers."""
+    for n in names:
+        set_mask(_module(dst, n), get_mask(_module(src, n)).clone())
