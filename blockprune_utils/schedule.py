@@ -41,9 +41,8 @@ class BlockPruner:
 
     ``rates`` maps a layer name to its per-round fraction p (the authors: 0.2 for
     hidden layers, 0.1 for the output layer).  ``scope="global"`` ranks all layers'
-    blocks together with one rate (the first in ``rates``... use equal rates) and never
-    empties a layer.  ``score`` is a score name, a callable, or a mapping
-    layer -> fixed score tensor (used for random-mask controls).
+    blocks together (all ``rates`` must then be equal) and never empties a layer.
+    ``score`` is a score name, a callable, or a mapping layer -> fixed score tensor (used for random-mask controls).
     """
 
     k: int

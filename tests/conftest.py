@@ -1,0 +1,59 @@
+"""Shared test set-up.
+
+* ``DATA_DIR``: when it does not hold MNIST and the offline copy ``../shared/data``
+  is beside the repo, the tests use that (CI sets DATA_DIR itself in .ci/run).
+* ``run_notebook``: executes a notebook with papermill in a temporary place, with
+  ``RESULTS_DIR`` and ``FIGURES_DIR`` pointed at temporary folders so that tests
+  never touch ``results/`` or ``figures/``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def _has_mnist(root: Path) -> bool:
+    return (root / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def pytest_configure(config):
+    current = Path(os.environ.get("DATA_DIR") or REPO / "data")
+    if not _has_mnist(current) and _has_mnist(SHARED_DATA):
+        os.environ["DATA_DIR"] = str(SHARED_DATA.resolve())
+    os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    root = Path(os.environ.get("DATA_DIR") or REPO / "data")
+    if not _has_mnist(root):
+        pytest.fail(f"MNIST is not under DATA_DIR={root}: set DATA_DIR to a folder holding MNIST/raw (e.g. ../shared/data)")
+    return root
+
+
+@pytest.fixture
+def run_notebook(tmp_path, monkeypatch):
+    """``run_notebook(name, **parameters)`` -> path of the executed copy."""
+    import papermill as pm
+
+    results = tmp_path / "results"
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("RESULTS_DIR", str(results))
+    monkeypatch.setenv("FIGURES_DIR", str(figures))
+
+    def run(name: str, **parameters) -> Path:
+        out = tmp_path / f"executed-{name}"
+        pm.execute_notebook(
+            str(REPO / "notebooks" / name), str(out), parameters=parameters,
+            cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False,
+        )
+        return out
+
+    run.results_dir = results
+    run.figures_dir = figures
+    return run
