@@ -141,7 +141,7 @@ class BSRLinear(nn.Module):
         if backend == "torch":
             self.register_buffer("weight_bsr", to_torch_bsr(weight, k, block_mask).to(weight.device))
         elif backend == "scipy":
-            self.weight_scipy = to_scipy_bsr(weight.float(), k, block_mask)
+            self.weight_scipy = to_scipy_bsr(weight.double() if weight.dtype == torch.float64 else weight.float(), k, block_mask)
         else:
             self.register_buffer("weight_dense", weight.detach().clone())
 

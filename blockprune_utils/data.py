@@ -37,7 +37,7 @@ class Split:
 def _missing_data_error(name: str, root: Path, files, cause: Exception | None) -> FileNotFoundError:
     lines = "\n".join(f"  {root / f}" for f in files)
     return FileNotFoundError(
-        f"{name} is not in DATA_DIR={root.parent if name != 'CIFAR-10' else root} and could not be downloaded"
+        f"{name} is not in DATA_DIR={root.parent.parent if name != 'CIFAR-10' else root} and could not be downloaded"
         f"{f' ({type(cause).__name__}: {cause})' if cause else ''}.\nNeeded files:\n{lines}\n"
         "Get them by running once on a machine with internet (torchvision downloads them there), "
         "or set DATA_DIR to a folder that already holds them (for example DATA_DIR=../shared/data)."
