@@ -111,7 +111,7 @@ def block_scores(weight: torch.Tensor, k: int, score: Score = "mean_abs") -> tor
         fn = score
     else:
         raise TypeError(f"score must be a name or a callable, got {score!r}")
-    counts = block_counts(matrix.shape, k).to(torch.float64)
+    counts = block_counts(matrix.shape, k).to(device=matrix.device, dtype=torch.float64)  # on the weight's device (GPU)
     out = torch.as_tensor(fn(to_blocks(matrix, k), counts), dtype=torch.float64)
     if out.shape != counts.shape:
         raise ValueError(f"score function returned shape {tuple(out.shape)}, expected the block grid {tuple(counts.shape)}")

@@ -72,12 +72,15 @@ def train(
     transform: Optional[Callable] = None,
     progress: bool = False,
     params=None,
+    lr_schedule: Optional[Callable[[float], float]] = None,
 ) -> dict:
     """Train ``model`` in place for ``cfg.epochs`` epochs; return a small history.
 
     With ``cfg.select == "val"`` (and a ``val`` split) the weights of the epoch with
     the best validation accuracy are restored at the end.  ``transform(x, train)``
-    runs on each minibatch on the device (augmentation, normalisation)."""
+    runs on each minibatch on the device (augmentation, normalisation).
+    ``lr_schedule(progress)``, progress in [0, 1) over all steps of the call, sets the
+    learning rate to ``cfg.lr * lr_schedule(progress)`` before every step."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
@@ -86,6 +89,7 @@ def train(
     opt = make_optimizer(params, cfg)
     best_acc, best_state, history = -1.0, None, []
     n = len(data)
+    step, total_steps = 0, max(-(-n // cfg.batch_size) * cfg.epochs, 1)
     epochs = range(cfg.epochs)
     for epoch in tqdm(epochs, desc="epochs", leave=False, disable=not progress):
         if cfg.reset_optimizer_each_epoch and epoch:
@@ -103,6 +107,10 @@ def train(
             if cfg.zero_grad:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            if lr_schedule is not None:
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * lr_schedule(step / total_steps)
+            step += 1
             opt.step()
             total_loss += float(loss.detach()) * len(idx)
         record = {"epoch": epoch, "train_loss": total_loss / n}

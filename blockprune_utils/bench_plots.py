@@ -1,0 +1,228 @@
+"""Seaborn plots of the BSR speed study (:mod:`blockprune_utils.bench`).
+
+Every function takes the tidy rows (a list of dicts or a DataFrame) and returns
+``(figure, table)``: the figure and the tidy table it draws, which
+:func:`blockprune_utils.figures.save_figure` stores as the figure's CSV.
+Densities are drawn on a log axis from dense (left) to sparse (right), speed-ups
+on a log axis with a line at 1 (= as fast as dense).
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from .bench import MODEL_VARIANTS, SPARSE_FORMATS
+
+DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
+FORMAT_LABELS = {"scipy_csr": "scipy CSR", "scipy_bsr": "scipy BSR", "torch_csr": "torch sparse CSR",
+                 "torch_bsr": "torch sparse BSR", "numpy_dense": "numpy dense", "torch_dense": "torch dense"}
+VARIANT_LABELS = {
+    "masked": "masked (W*mask each call)", "torch_plain": "torch dense (nn.Linear)",
+    "torch_dense": "torch dense (BSRLinear dense)", "torch_bsr": "torch sparse BSR", "scipy_bsr": "scipy BSR module",
+    "module_auto": "torch modules, auto", "lean_dense": "lean numpy dense", "lean_csr": "lean CSR",
+    "lean_bsr": "lean BSR", "lean_auto": "lean auto",
+}
+
+
+def _df(rows) -> pd.DataFrame:
+    return rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
+
+
+def _density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)") -> None:
+    ax.set_xscale("log")
+    ticks = [t for t in DENSITY_TICKS if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.set_xlim(hi * 1.2, lo / 1.2)
+    ax.set_xlabel(label)
+
+
+def _ratio_axis(ax, label: str) -> None:
+    ax.set_yscale("log")
+    ax.axhline(1, color="0.3", ls="--", lw=1)
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.set_ylabel(label)
+
+
+def speedup_vs_density(rows, *, family: str = "lenet", layer: str | None = "fc1", threads: str = "1",
+                       formats=SPARSE_FORMATS, x: str = "density"):
+    """Speed-up over the best dense format against density: one line per k, one
+    panel per (batch, format)."""
+    df = _df(rows)
+    df = df[(df["family"] == family) & (df["threads_label"] == threads) & df["format"].isin(formats) & df["ok"]]
+    if layer is not None:
+        df = df[df["layer"] == layer]
+    if df.empty:
+        raise ValueError(f"no speed-up rows for family={family!r}, layer={layer!r}, threads={threads!r}")
+    df = df.assign(k=df["k"].astype(int), label=df["format"].map(FORMAT_LABELS))
+    batches = sorted(df["batch"].unique())
+    fmts = [f for f in formats if f in set(df["format"])]
+    fig, axes = plt.subplots(len(batches), len(fmts), figsize=(3.3 * len(fmts), 2.8 * len(batches)),
+                             sharex=True, sharey=True, squeeze=False)
+    palette = dict(zip(sorted(df["k"].unique()), sns.color_palette("viridis", n_colors=df["k"].nunique())))
+    style = "layer" if layer is None and df["layer"].nunique() > 1 else None
+    for i, b in enumerate(batches):
+        for j, f in enumerate(fmts):
+            ax = axes[i][j]
+            sub = df[(df["batch"] == b) & (df["format"] == f)].sort_values(x)
+            sns.lineplot(data=sub, x=x, y="speedup", hue="k", palette=palette, style=style, marker="o", markersize=4,
+                         ax=ax, legend=(i == 0 and j == len(fmts) - 1))
+            _density_axis(ax, df[x].min(), df[x].max(), "block density" if x == "block_density" else "density")
+            _ratio_axis(ax, "speed-up over dense" if j == 0 else "")
+            ax.set_title(f"{FORMAT_LABELS[f]}, batch {b}", fontsize=9)
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="block size k", fontsize=8)
+    what = f"LeNet {layer}" if family == "lenet" and layer else family
+    fig.suptitle(f"{what}: speed-up of one product over the fastest dense format ({threads} thread(s))", y=1.0)
+    fig.tight_layout()
+    cols = ["matrix", "layer", "rows", "cols", "k", "round", "weights", "density", "block_density", "format", "batch",
+            "threads_label", "median_ns", "q25_ns", "q75_ns", "dense_format", "dense_ns", "speedup", "speedup_same_lib"]
+    return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)
+
+
+def break_even_density(rows, *, threads: str = "1", group=("family", "layer", "format", "k", "batch")) -> pd.DataFrame:
+    """Per (layer, format, k, batch): the density below which the format beats dense.
+
+    Walking from the sparsest measured density upwards, the break-even point is
+    interpolated (log density vs log speed-up) where the speed-up first drops below
+    1.  ``status``: ``pays`` (a crossing was found), ``always`` (faster than dense at
+    every measured density: the value is the densest one measured, a lower bound) or
+    ``never`` (slower at every density: the value is NaN)."""
+    df = _df(rows)
+    df = df[(df["threads_label"] == threads) & df["format"].isin(SPARSE_FORMATS) & df["ok"]]
+    out = []
+    for key, g in df.groupby(list(group)):
+        g = g.groupby("density", as_index=False)["speedup"].median().sort_values("density")
+        d, s = g["density"].to_numpy(), g["speedup"].to_numpy()
+        if not (s >= 1).any() or s[0] < 1:
+            out.append({**dict(zip(group, key)), "break_even": np.nan, "status": "never"})
+            continue
+        i = int(np.argmax(s < 1)) if (s < 1).any() else len(s)
+        if i == len(s):
+            out.append({**dict(zip(group, key)), "break_even": float(d[-1]), "status": "always"})
+            continue
+        ld0, ld1, ls0, ls1 = math.log(d[i - 1]), math.log(d[i]), math.log(s[i - 1]), math.log(s[i])
+        t = ls0 / (ls0 - ls1) if ls0 != ls1 else 0.0
+        out.append({**dict(zip(group, key)), "break_even": float(math.exp(ld0 + t * (ld1 - ld0))), "status": "pays"})
+    return pd.DataFrame(out)
+
+
+def break_even_map(rows, *, family: str = "lenet", layer: str = "fc1", threads: str = "1", formats=SPARSE_FORMATS):
+    """Heat maps (k x batch) of the break-even density, one per format."""
+    be = break_even_density(rows, threads=threads)
+    be = be[(be["family"] == family) & (be["layer"] == layer) & be["format"].isin(formats)]
+    if be.empty:
+        raise ValueError(f"no break-even rows for {family} {layer}")
+    fmts = [f for f in formats if f in set(be["format"])]
+    fig, axes = plt.subplots(1, len(fmts), figsize=(3.2 * len(fmts), 3.4), squeeze=False)
+    vmax = max(0.05, float(np.nanmax(be["break_even"])) if be["break_even"].notna().any() else 0.05)
+    for ax, f in zip(axes[0], fmts):
+        sub = be[be["format"] == f]
+        grid = sub.pivot(index="k", columns="batch", values="break_even").sort_index()
+        status = sub.pivot(index="k", columns="batch", values="status").reindex_like(grid)
+        labels = grid.copy().astype(object)
+        for r in grid.index:
+            for c in grid.columns:
+                v, st = grid.loc[r, c], status.loc[r, c]
+                labels.loc[r, c] = "never" if st == "never" else (f"≥{100 * v:.0f}%" if st == "always" else f"{100 * v:.1f}%")
+        sns.heatmap(grid * 100, annot=labels.to_numpy(), fmt="", cmap="mako_r", vmin=0, vmax=100 * vmax, cbar=ax is axes[0][-1],
+                    cbar_kws={"label": "break-even density (%)"}, ax=ax, linewidths=0.5, linecolor="white",
+                    annot_kws={"fontsize": 8})
+        ax.set_title(FORMAT_LABELS[f], fontsize=9)
+        ax.set_xlabel("batch")
+        ax.set_ylabel("block size k" if ax is axes[0][0] else "")
+    fig.suptitle(f"LeNet {layer}: density below which the format beats dense ({threads} thread(s))", y=1.02)
+    fig.tight_layout()
+    return fig, be.reset_index(drop=True)
+
+
+def cache_misses(rows):
+    """cachegrind: D1 and LL miss ratios and misses per product, CSR vs BSR vs k
+    (one line per format and density; dense as a reference line)."""
+    df = _df(rows)
+    if df.empty:
+        raise ValueError("no cachegrind rows")
+    df = df.assign(density_pct=(100 * df["density"]).round(1), k=df["k"].astype(int))
+    sparse = df[df["fmt"] != "dense"]
+    dense = df[df["fmt"] == "dense"]
+    metrics = [("d1_miss_ratio", "D1 miss ratio"), ("ll_miss_ratio", "LL miss ratio"),
+               ("d1_misses", "D1 misses per product"), ("ll_misses", "LL misses per product")]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
+    for ax, (m, label) in zip(axes.ravel(), metrics):
+        sns.lineplot(data=sparse, x="k", y=m, hue="fmt", style="density_pct", markers=True, dashes=False, ax=ax,
+                     legend=ax is axes[0][1], palette={"csr": "tab:orange", "bsr": "tab:blue"})
+        for v in dense[m]:
+            ax.axhline(v, color="0.4", ls=":", lw=1.2, label="dense (any k)")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted(sparse["k"].unique()))
+        if "ratio" in m:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.2g}%"))
+        else:
+            ax.set_yscale("symlog", linthresh=1)
+            ax.set_ylim(bottom=0)
+    if axes[0][1].get_legend() is not None:
+        sns.move_legend(axes[0][1], "upper left", bbox_to_anchor=(1.02, 1), title="format / density %", fontsize=8)
+    layer = df["layer"].iloc[0] if "layer" in df else ""
+    fig.suptitle(f"LeNet {layer} y = W x, simulated caches ({df['cache'].iloc[0]}); dotted: dense", y=1.0)
+    fig.tight_layout()
+    cols = ["matrix", "fmt", "k", "round", "density", "weights", "rows", "cols", "nnz", "nnz_blocks", "n_products",
+            "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio", "cache", "valgrind"]
+    return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)
+
+
+def storage_vs_density(rows, layer: str = "all"):
+    """Bytes of CSR and BSR storage against density (one line per k; dense dotted)."""
+    df = _df(rows)
+    df = df[df["layer"] == layer].assign(k=lambda d: d["k"].astype(int))
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    sparse = df[df["format"] != "dense"]
+    palette = dict(zip(sorted(df["k"].unique()), sns.color_palette("viridis", n_colors=df["k"].nunique())))
+    sns.lineplot(data=sparse, x="density", y="bytes", hue="k", style="format", palette=palette, markers=True,
+                 dashes={"csr": (2, 2), "bsr": ""}, ax=ax)
+    dense = df[df["format"] == "dense"]["bytes"]
+    if not dense.empty:
+        ax.axhline(float(dense.iloc[0]), color="0.3", ls=":", label="dense")
+    _density_axis(ax, df["density"].min(), df["density"].max())
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1024:.3g} KiB"))
+    ax.set_ylabel("bytes (values + int32 indices)")
+    ax.set_title("LeNet-300-100 weights" + (" (fc1+fc2+fc3)" if layer == "all" else f" ({layer})") + ": storage")
+    ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig, df.reset_index(drop=True)
+
+
+def model_latency(rows, *, round: int | None = None, threads: str = "1", variants=MODEL_VARIANTS):
+    """Whole-model forward latency per variant and k at one round (default the last),
+    one panel per batch size."""
+    df = _df(rows)
+    df = df[(df["threads_label"] == threads) & df["variant"].isin(variants)]
+    rnd = int(df["round"].max()) if round is None else round
+    df = df[df["round"] == rnd].assign(us=lambda d: d["median_ns"] / 1e3, k=lambda d: d["k"].astype(int))
+    if df.empty:
+        raise ValueError(f"no whole-model rows at round {rnd}")
+    df = df.assign(label=df["variant"].map(VARIANT_LABELS))
+    order = [VARIANT_LABELS[v] for v in variants if v in set(df["variant"])]
+    batches = sorted(df["batch"].unique())
+    fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.6), squeeze=False)
+    for ax, b in zip(axes[0], batches):
+        sub = df[df["batch"] == b]
+        sns.barplot(data=sub, x="k", y="us", hue="label", hue_order=order, ax=ax, palette="tab10",
+                    legend=ax is axes[0][-1])
+        ax.set_yscale("log")
+        ax.set_ylabel("forward latency (µs, median)")
+        ax.set_xlabel("block size k")
+        ax.set_title(f"batch {b}, density {100 * sub['density'].mean():.1f}%", fontsize=10)
+    if axes[0][-1].get_legend() is not None:
+        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="forward", fontsize=8)
+    fig.suptitle(f"Pruned LeNet-300-100 forward (round {rnd}, {threads} thread(s))", y=1.0)
+    fig.tight_layout()
+    cols = ["k", "round", "weights", "density", "batch", "threads_label", "variant", "path", "kernel", "median_ns",
+            "q25_ns", "q75_ns", "dense_ns", "speedup", "speedup_vs_best_dense", "speedup_vs_lean_dense", "auto_choice"]
+    return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)

@@ -1,0 +1,194 @@
+"""Seaborn plots of the LeNet study, each from the tidy results DataFrame of
+:func:`blockprune_utils.lenet_study.run_study` (results -> DataFrame -> plot).
+
+Every function returns ``(figure, table)``: the matplotlib figure and the tidy
+table it draws, which :func:`blockprune_utils.figures.save_figure` stores as the
+figure's CSV.  Accuracies are drawn in percent, densities on a log axis that runs
+from dense (left) to sparse (right); lines are means over seeds, bands +-1 sd.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from .lenet_study import LAYERS, nearest_round
+
+DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
+VARIANT_LABELS = {
+    "block": "block pruning + retrain",
+    "random_retrain": "random block mask + retrain",
+    "random_scratch": "random block mask, trained from scratch",
+}
+
+
+def _density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)") -> None:
+    ax.set_xscale("log")
+    ticks = [t for t in DENSITY_TICKS if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.set_xlim(hi * 1.15, lo / 1.15)  # dense on the left, sparse on the right
+    ax.set_xlabel(label)
+
+
+def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+    base = df.loc[df["variant"] == "baseline", metric] * 100
+    if base.empty:
+        return
+    m, s = base.mean(), (base.std() if len(base) > 1 else 0.0)
+    ax.axhline(m, color="0.3", ls="--", lw=1, label=f"dense baseline ({m:.2f}%)")
+    if s > 0:
+        ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
+
+
+def _with_density(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows with ``density``: the mean total density of their (variant, k, round)
+    (edge blocks make it differ by a few 1e-4 between seeds), and ``acc`` in %."""
+    out = df.copy()
+    out["density"] = out.groupby(["variant", "k", "round"])["density_total"].transform("mean")
+    out["acc"] = out["test_acc"] * 100
+    return out
+
+
+def accuracy_vs_density(df: pd.DataFrame, variant: str = "block", ax=None):
+    """Test accuracy against total weight density, one line per block size k."""
+    sub = _with_density(df[df["variant"] == variant])
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
+    sub = sub.assign(k=sub["k"].astype(int))
+    palette = sns.color_palette("viridis", n_colors=sub["k"].nunique())
+    sns.lineplot(data=sub, x="density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
+                 errorbar="sd", ax=ax)
+    _baseline_band(ax, df)
+    _density_axis(ax, sub["density"].min(), sub["density"].max())
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{VARIANT_LABELS.get(variant, variant)}: accuracy vs density")
+    ax.legend(title="block size k", fontsize=8, title_fontsize=9)
+    table = sub.groupby(["k", "round"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
+                                            acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
+    return fig, table
+
+
+def pick_rounds(df: pd.DataFrame, targets: Sequence[float], variant: str = "block") -> dict[float, int]:
+    """For each target density the round whose mean density is nearest (log scale)."""
+    return {t: nearest_round(df, t, variant) for t in targets}
+
+
+def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.028), ax=None):
+    """Test accuracy against block size k at a few fixed densities (the nearest round)."""
+    block = _with_density(df[df["variant"] == "block"])
+    rounds = pick_rounds(df, targets)
+    parts = []
+    for t, r in rounds.items():
+        rows = block[block["round"] == r].copy()
+        rows["target"] = t
+        rows["at"] = f"~{100 * rows['density'].mean():.1f}% (round {r})"
+        parts.append(rows)
+    sub = pd.concat(parts, ignore_index=True).drop_duplicates(["k", "round", "seed"])
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.2))
+    sns.lineplot(data=sub, x="k", y="acc", hue="at", marker="o", errorbar="sd", ax=ax, palette="rocket")
+    _baseline_band(ax, df)
+    ax.set_xticks(sorted(sub["k"].unique()))
+    ax.set_xlabel("block size k (1 = fine-grained)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("accuracy vs block size at fixed density")
+    ax.legend(title="density", fontsize=8, title_fontsize=9)
+    table = sub.groupby(["at", "round", "k"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
+                                                 acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
+    return fig, table
+
+
+def random_controls(df: pd.DataFrame, ks: Sequence[int] | None = None):
+    """Block pruning vs the random-mask controls, one panel per k."""
+    variants = [v for v in VARIANT_LABELS if v in set(df["variant"])]
+    sub = _with_density(df[df["variant"].isin(variants)])
+    ks = sorted(sub["k"].unique()) if ks is None else list(ks)
+    ncol = min(3, len(ks))
+    nrow = math.ceil(len(ks) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4.3 * ncol, 3.4 * nrow), sharey=True, squeeze=False)
+    sub = sub.assign(method=sub["variant"].map(VARIANT_LABELS))
+    order = [VARIANT_LABELS[v] for v in variants]
+    for ax, k in zip(axes.flat, ks):
+        rows = sub[sub["k"] == k]
+        sns.lineplot(data=rows, x="density", y="acc", hue="method", hue_order=order, style="method", style_order=order,
+                     markers=True, dashes=False, errorbar="sd", ax=ax, legend=ax is axes.flat[0], markersize=5)
+        _baseline_band(ax, df)
+        _density_axis(ax, sub["density"].min(), sub["density"].max(), label="density")
+        ax.set_title(f"k = {k}")
+        ax.set_ylabel("test accuracy (%)")
+    for ax in list(axes.flat)[len(ks):]:
+        ax.set_visible(False)
+    if axes.flat[0].get_legend() is not None:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        axes.flat[0].get_legend().remove()
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle("block pruning vs random block masks with the same per-layer block counts")
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    table = sub.groupby(["variant", "k", "round"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
+                                                      acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
+    return fig, table
+
+
+def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, title: str = ""):
+    """The surviving weights (black) of fc1, fc2, fc3 for each k, from the tidy
+    table of :func:`blockprune_utils.lenet_study.weight_frame`, plus a ``zoom`` x
+    ``zoom`` window of fc1 (rows 0.., input columns ``zoom_col``.., i.e. pixels of
+    the middle image rows) where single blocks are visible.  Panels are stretched
+    to a common height (fc3 is 10 x 100)."""
+    ks = sorted(weights["k"].unique())
+    panels = list(LAYERS) + ["zoom"]
+    fig, axes = plt.subplots(len(ks), 4, figsize=(15, 1.7 * max(len(ks), 1) + 0.7), squeeze=False,
+                             gridspec_kw={"width_ratios": [784, 300, 150, 110]})
+    for i, k in enumerate(ks):
+        wk = weights[weights["k"] == k]
+        for j, name in enumerate(panels):
+            ax = axes[i, j]
+            layer = "fc1" if name == "zoom" else name
+            wl = wk[wk["layer"] == layer]
+            shape = (int(wl["rows"].iloc[0]), int(wl["cols"].iloc[0])) if len(wl) else (1, 1)
+            img = np.zeros(shape, dtype=np.uint8)
+            img[wl["row"].to_numpy(), wl["col"].to_numpy()] = 1
+            if name == "zoom":
+                img = img[:zoom, zoom_col:zoom_col + zoom]
+            ax.imshow(img, cmap="Greys", interpolation="nearest", aspect="auto", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            dens = img.mean() if name == "zoom" else len(wl) / (shape[0] * shape[1])
+            label = f"fc1 zoom [:{zoom}, {zoom_col}:{zoom_col + zoom}]" if name == "zoom" else f"{name} {shape[0]}x{shape[1]}"
+            ax.set_title(f"{label}\n{100 * dens:.1f}% kept", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(f"k = {k}")
+    fig.suptitle(title or "pruned weight matrices (black = kept weight)")
+    fig.tight_layout()
+    table = (weights.assign(kept=1).groupby(["k", "layer"]).agg(kept=("kept", "sum"), rows=("rows", "first"),
+                                                                  cols=("cols", "first")).reset_index())
+    table["density"] = table["kept"] / (table["rows"] * table["cols"])
+    return fig, table
+
+
+def sensitivity(df: pd.DataFrame):
+    """Test accuracy when only one layer is pruned (no retraining), per layer and k."""
+    sub = df[df["variant"] == "sensitivity"].copy()
+    sub["acc"] = sub["test_acc"] * 100
+    sub = sub.assign(k=sub["k"].astype(int))
+    fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.3 * len(LAYERS), 3.6), sharey=True)
+    palette = sns.color_palette("viridis", n_colors=sub["k"].nunique())
+    for ax, name in zip(axes, LAYERS):
+        rows = sub[sub["layer"] == name]
+        sns.lineplot(data=rows, x="target_density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
+                     errorbar="sd", ax=ax, legend=name == LAYERS[-1])
+        _baseline_band(ax, df)
+        _density_axis(ax, sub["target_density"].min(), sub["target_density"].max(), label=f"{name} density")
+        ax.set_title(f"only {name} pruned (no retraining)")
+        ax.set_ylabel("test accuracy (%)")
+    if axes[-1].get_legend() is not None:
+        axes[-1].legend(title="k", fontsize=8, title_fontsize=9)
+    fig.tight_layout()
+    table = sub.groupby(["layer", "k", "target_density"]).agg(acc_mean=("acc", "mean"), acc_sd=("acc", "std"),
+                                                              n_seeds=("seed", "nunique")).reset_index()
+    return fig, table

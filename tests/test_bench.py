@@ -1,0 +1,262 @@
+"""The BSR speed benchmark (blockprune_utils.bench) and the cachegrind driver
+(blockprune_utils.cachesim): correctness of every path, the row schema, the
+automatic backend choice, and the cachegrind parser.  Timings are not asserted."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from blockprune_utils import bench as B
+from blockprune_utils import cachesim as C
+from blockprune_utils.blocks import expand_block_mask
+from blockprune_utils.bsr import to_bsr_model
+from blockprune_utils.models import LeNet300100
+from blockprune_utils.schedule import layer_densities
+
+pytestmark = [pytest.mark.filterwarnings("ignore:Sparse BSR tensor support is in beta state"),
+              pytest.mark.filterwarnings("ignore:Sparse CSR tensor support is in beta state")]
+
+
+@pytest.fixture(autouse=True)
+def _tmp_results(tmp_path, monkeypatch):
+    monkeypatch.setenv("RESULTS_DIR", str(tmp_path / "results"))
+
+
+def tiny_cfg(**kw):
+    base = dict(ks=(3,), rounds=(2,), layers=("fc2", "fc3"), batches=(1, 3), threads=(1,), synthetic_sizes=(24,),
+                synthetic_ks=(4,), synthetic_densities=(0.3,), synthetic_batches=(1,), model_ks=(3,), model_rounds=(2,),
+                model_batches=(1,), model_threads=(1,), cache_ks=(3,), cache_rounds=(2,), cache_products=2,
+                budget_s=1e-4, min_repeats=2, max_repeats=3, min_sample_s=0.0)
+    base.update(kw)
+    return B.get_config("quick", **base)
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    """An untrained LeNet pruned 3 rounds with k=3 (3 divides neither 784 nor 100: padding is exercised)."""
+    return B.pruned_lenet_model(3, 3, lenet_profile="no-such-profile")
+
+
+def test_untrained_fallback_is_pruned_and_labelled(pruned):
+    model, source = pruned
+    assert source in ("untrained", "trained-cache")
+    dens = layer_densities(model, B.LAYERS)
+    assert 0.45 < dens["fc1"] < 0.6 and 0.65 < dens["fc3"] < 0.8  # 0.8^3 and 0.9^3, up to edge blocks
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_every_backend_equals_the_dense_forward(pruned, batch):
+    model, _ = pruned
+    x = torch.randn(batch, 784, generator=torch.Generator().manual_seed(batch))
+    with torch.inference_mode():
+        ref = model(x).numpy()
+        for backend in ("torch", "scipy", "dense"):
+            np.testing.assert_allclose(to_bsr_model(model, 3, backend=backend)(x).numpy(), ref, rtol=1e-4, atol=1e-5)
+    for fmt in B.LEAN_FORMATS:
+        lean = B.LeanMLP(model, 3, fmt)
+        np.testing.assert_allclose(lean(x.numpy()), ref, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(lean(x), ref, rtol=1e-4, atol=1e-5)  # again: reused buffers stay correct
+    mixed = B.LeanMLP(model, {"fc1": 3, "fc2": 2, "fc3": 3}, {"fc1": "bsr", "fc2": "csr", "fc3": "bsr"})
+    np.testing.assert_allclose(mixed(x.numpy()), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_matrix_rows_schema_and_cache():
+    cfg = tiny_cfg()
+    rows = B.matrix_rows(cfg)
+    n_lenet = len(cfg.layers) * len(cfg.batches) * len(cfg.formats)
+    n_syn = len(cfg.synthetic_batches) * len(cfg.formats)
+    assert len(rows) == n_lenet + n_syn
+    required = {"matrix", "family", "layer", "rows", "cols", "k", "round", "weights", "density", "block_density", "nnz",
+                "nnz_blocks", "format", "lib", "layout", "batch", "threads", "threads_label", "device", "ok", "error",
+                "max_rel_err", "median_ns", "q25_ns", "q75_ns", "repeats", "dense_ns", "dense_format", "speedup",
+                "speedup_same_lib", "torch", "numpy", "scipy", "commit", "cpu_model", "blas_control", "config_hash"}
+    for r in rows:
+        assert required <= r.keys(), required - r.keys()
+        assert r["ok"], r["error"]
+        assert r["median_ns"] > 0 and r["speedup"] > 0 and r["repeats"] >= 2
+        assert r["q25_ns"] <= r["median_ns"] <= r["q75_ns"]
+    assert {r["format"] for r in rows} == set(B.FORMATS)
+    assert {r["weights"] for r in rows if r["family"] == "lenet"} <= {"untrained", "trained-cache"}
+    # one row per (matrix, format, batch, threads)
+    keys = {(r["matrix"], r["format"], r["batch"], r["threads_label"]) for r in rows}
+    assert len(keys) == len(rows)
+    # cached: a rerun reads the same rows instead of measuring
+    again = B.matrix_rows(cfg)
+    assert [r["median_ns"] for r in again] == [r["median_ns"] for r in rows]
+    table = B.speedup_table(rows)
+    assert not table.empty
+
+
+def test_a_format_that_disagrees_with_dense_is_not_timed(monkeypatch):
+    real = B.build_operands
+
+    def broken(w, k, formats=B.FORMATS):
+        ops, errors = real(w, k, formats)
+        ops["scipy_csr"] = ops["scipy_csr"] * 2.0
+        return ops, errors
+
+    monkeypatch.setattr(B, "build_operands", broken)
+    rows = B.matrix_rows(tiny_cfg(layers=("fc3",), batches=(1,)), families=("lenet",), cache=False)
+    by = {r["format"]: r for r in rows}
+    assert not by["scipy_csr"]["ok"] and by["scipy_csr"]["median_ns"] is None
+    assert "differs" in by["scipy_csr"]["error"]
+    assert all(r["ok"] for f, r in by.items() if f != "scipy_csr")
+
+
+class _FastWrongLayer:
+    """A 'format' that is instantaneous and wrong."""
+
+    def __init__(self, real):
+        self.n_in, self.n_out = real.n_in, real.n_out
+
+    def ops(self, x, y):
+        return [lambda: y.fill(0.0)]
+
+
+class _FastWrongModule(torch.nn.Module):
+    def __init__(self, out):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], self.out)
+
+
+def test_auto_backends_never_picks_a_format_that_failed(pruned, monkeypatch):
+    model, _ = pruned
+    real_lean, real_module = B._lean_candidates, B._module_candidates
+
+    def lean(w, b, k):
+        c = real_lean(w, b, k)
+        c["csr"] = _FastWrongLayer(c["csr"])
+        return c
+
+    def module(w, b, k):
+        c = real_module(w, b, k)
+        c["scipy"] = _FastWrongModule(w.shape[0])
+        return c
+
+    monkeypatch.setattr(B, "_lean_candidates", lean)
+    monkeypatch.setattr(B, "_module_candidates", module)
+    choice, rows = B.auto_choice(model, 3, 1, path="lean", budget_s=1e-3, min_repeats=3, max_repeats=5)
+    assert set(choice) == set(B.LAYERS) and "csr" not in choice.values()
+    assert all(not r["ok"] for r in rows if r["candidate"] == "csr")
+    assert B.auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).keys() == set(B.LAYERS)
+    assert "scipy" not in B.auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).values()
+
+
+def test_auto_backends_stays_dense_on_a_dense_network():
+    torch.manual_seed(0)
+    dense = LeNet300100().eval()  # nothing pruned: no sparse format can win at batch 32
+    assert B.auto_backends(dense, 2, 32, path="lean", budget_s=3e-3) == {n: "dense" for n in B.LAYERS}
+
+
+def test_model_rows_every_variant_checked_and_bar():
+    cfg = tiny_cfg()
+    rows = B.model_rows(cfg)
+    assert {r["variant"] for r in rows} == set(B.MODEL_VARIANTS)
+    for r in rows:
+        assert r["ok"], (r["variant"], r["error"])
+        assert r["median_ns"] > 0 and r["dense_ns"] > 0
+    autos = [r for r in rows if r["variant"] in ("module_auto", "lean_auto")]
+    assert all(r["auto_choice"] for r in autos)
+    bar = B.performance_bar(rows, round=2, batch=1)
+    assert list(bar["k"]) == [3]
+    assert {"ratio_vs_dense", "ideal", "gap_to_ideal", "ratio_vs_best_dense", "meets_5x"} <= set(bar.columns)
+    assert not B.model_table(rows).empty
+
+
+def test_storage_rows():
+    rows = B.storage_rows(tiny_cfg(ks=(4,), rounds=(1, 6)))
+    tot = {(r["k"], r["round"], r["format"]): r["bytes"] for r in rows if r["layer"] == "all"}
+    assert tot[(4, 6, "bsr")] < tot[(4, 6, "csr")] < tot[(4, 6, "dense")]
+    assert tot[(4, 1, "csr")] > tot[(4, 1, "dense")]  # CSR at 80% density is larger than dense
+    k1 = B.storage_rows(tiny_cfg(ks=(1,), rounds=(1,), model_rounds=(1,), cache_rounds=(1,)))
+    t1 = {r["format"]: r["bytes"] for r in k1 if r["layer"] == "all"}
+    assert t1["bsr"] == t1["csr"]  # k=1: BSR stores exactly what CSR stores
+
+
+def test_num_threads_restores():
+    before = torch.get_num_threads()
+    with B.num_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    assert B.blas_control() in ("threadpoolctl", "openblas-ctypes", "none")
+
+
+def test_gpu_path_skips_cleanly_without_cuda(capsys):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present: the GPU path runs in the benchmark, not in this test")
+    assert B.gpu_rows(tiny_cfg()) == []
+    assert "no CUDA" in capsys.readouterr().err
+
+
+def test_gpu_measurement_code_path_on_the_cpu():
+    """measure_gpu with device="cpu" stands in for CUDA: rows per format and dtype,
+    failures (no bf16 sparse kernel on the CPU) recorded instead of raised."""
+    cfg = tiny_cfg()
+    m = B.synthetic_matrices(cfg)[0]
+    rows = B.measure_gpu(m, 2, cfg, device="cpu")
+    assert [r["format"] for r in rows] == list(B.GPU_FORMATS)
+    by = {r["format"]: r for r in rows}
+    assert by["cuda_dense_fp32"]["ok"] and by["cuda_bsr_fp32"]["ok"] and by["cuda_bsr_fp32"]["speedup"] > 0
+    assert all(r["ok"] or r["error"] for r in rows)
+    assert {r["dtype"] for r in rows} == {"fp32", "bf16"}
+
+
+def test_cli_storage_only(capsys):
+    assert B.main(["--quick", "--only", "storage", "--no-progress"]) == 0
+    assert "storage of the three LeNet layers" in capsys.readouterr().out
+
+
+CANNED = """\
+desc: I1 cache:         32768 B, 64 B, 8-way associative
+desc: D1 cache:         32768 B, 64 B, 8-way associative
+desc: LL cache:         524288 B, 64 B, 8-way associative
+cmd: python cachesim.py driver --fmt bsr
+events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
+fl=???
+fn=PyEval_EvalFrameDefault
+0 1000 10 5 400 20 2 100 3 1
+fn=bsr_matvec_thunk
+0 600 1 0 200 8 1 40 2 0
+0 400 0 0 100 2 1 20 0 0
+fn=void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)
+0 50 0 0 20 1
+fn=csr_matvecs_thunk
+0 7 0 0 7 7 7 7 7 7
+summary: 2057 11 5 727 38 11 167 12 8
+"""
+
+
+def test_parse_cachegrind_canned_output():
+    cg = C.parse_cachegrind(CANNED)
+    assert cg.events[:4] == ["Ir", "I1mr", "ILmr", "Dr"]
+    assert cg.totals["Ir"] == 2057 and cg.totals["DLmw"] == 8
+    assert cg.functions["bsr_matvec_thunk"]["Dr"] == 300  # two cost lines summed
+    assert cg.functions["void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)"][
+        "D1mw"] == 0  # missing trailing counts are zero
+    bsr = cg.select(C.KERNELS["bsr"])  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
+    assert bsr["Ir"] == 1050 and bsr["Dr"] == 320 and bsr["Dw"] == 60
+    assert cg.select(C.KERNELS["csr"])["Ir"] == 50
+    pp = C.per_product(bsr, n=10)
+    assert pp["data_refs"] == pytest.approx(38.0)
+    assert pp["d1_misses"] == pytest.approx((11 + 2) / 10)
+    assert pp["ll_misses"] == pytest.approx(0.2)
+    assert pp["d1_miss_ratio"] == pytest.approx(13 / 380)
+    # without a summary line the totals are summed over functions
+    no_summary = C.parse_cachegrind(CANNED.rsplit("summary:", 1)[0])
+    assert no_summary.totals["Ir"] == 2057
+    with pytest.raises(ValueError, match="events"):
+        C.parse_cachegrind("fn=x\n0 1 2\n")
+
+
+@pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")
+def test_tiny_real_cachegrind_run(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 24, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (16, 24), 4)
+    C.write_operands(tmp_path / "ops.npz", w, 4)
+    res = C.run_cachegrind(tmp_path / "ops.npz", "bsr", n=3)
+    assert "bsr_matvec" in res["kernel_functions"]
+    assert res["data_refs"] > 0 and 0 <= res["d1_miss_ratio"] <= 1 and res["n_products"] == 3

@@ -1,0 +1,36 @@
+"""Execute the BSR speed notebook (02) in the quick profile and check its figures."""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+
+from blockprune_utils.cachesim import valgrind_path
+
+FIGURES = ("bsr_speedup_fc1", "bsr_speedup_synthetic", "bsr_break_even", "bsr_model_latency", "bsr_storage")
+
+
+@pytest.mark.notebook
+def test_bsr_notebook_runs_and_writes_its_figures(run_notebook):
+    out = run_notebook("02_bsr_speed.ipynb", profile="quick")
+    nb = nbformat.read(str(out), as_version=4)
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    assert not errors
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                   if o.get("output_type") == "stream")
+    assert "0 format(s) failed" in text and "0 variant(s) failed" in text
+    assert "5x bar met" in text
+    expected = FIGURES + (("bsr_cache_misses",) if valgrind_path() else ())
+    figs = run_notebook.figures_dir
+    for name in expected:
+        for ext in ("png", "svg", "csv", "json"):
+            assert (figs / f"{name}.{ext}").exists(), f"{name}.{ext} missing"
+        meta = json.loads((figs / f"{name}.json").read_text())
+        assert meta["profile"] == "quick" and meta["source"] == "notebooks/02_bsr_speed.ipynb"
+        assert meta["device"]
+    if valgrind_path() is None:
+        assert "valgrind is not installed" in text
+    assert "bsr_speedup_fc1" in (figs / "README.md").read_text()
+    # the results went to the temporary results folder, not the repo's
+    assert (run_notebook.results_dir / "bench").exists()
