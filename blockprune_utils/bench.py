@@ -29,10 +29,10 @@ block counts - what the timings depend on - are the same.
 Entry point: ``python -m blockprune_utils.bench --quick`` (a few minutes at most;
 prints the speed-up tables) or ``python -m blockprune_utils.bench`` (the paper
 profile; every result row, also to ``--out`` CSV).  Results are cached in
-``results/bench*/<hash>/`` (:class:`~blockprune_utils.cache.ResultStore`); the
-hash covers the profile *and the machine* (CPU model, core count, library
-versions), so timings from another machine are never reused.  ``--rerun`` measures
-again.
+``results/bench*/<hash>/`` (:class:`~blockprune_utils.cache.ResultStore`), one file
+per row keyed by its sweep axes (matrix, format, batch, threads); the hash covers
+the timing settings *and the machine* (CPU model, core count, library versions), so
+timings from another machine are never reused.  ``--rerun`` measures again.
 """
 from __future__ import annotations
 
@@ -106,9 +106,9 @@ class BenchConfig:
     cache_rounds: tuple = (6, 11, 16)
     cache_products: int = 20
     cache_dense: bool = True
-    budget_s: float = 0.01
+    budget_s: float = 0.006
     min_repeats: int = 5
-    max_repeats: int = 100
+    max_repeats: int = 60
     min_sample_s: float = 20e-6
     version: int = BENCH_VERSION
 
@@ -167,8 +167,18 @@ def row_provenance(device: str = "cpu") -> dict:
     return {**provenance(device), "cpu_model": m["cpu"], "cores": m["cores"]}
 
 
-def _store(study: str, cfg: BenchConfig, root=None) -> ResultStore:
-    return ResultStore(study, {"bench": dataclasses.asdict(cfg), "machine": machine()}, root=root)
+# What a cached row's meaning depends on, per store.  The sweep axes (k, rounds,
+# layers, batches, threads, formats, sizes) are not here: they are in the row keys,
+# so a profile that adds a k or a batch size reuses every row it shares with another.
+_STORE_FIELDS = {
+    "bench": ("dataset", "seed", "lenet_profile", "budget_s", "min_repeats", "max_repeats", "min_sample_s", "version"),
+    "bench_cache": ("dataset", "seed", "lenet_profile", "version"),
+}
+
+
+def _store(study: str, cfg: BenchConfig, root=None, **extra) -> ResultStore:
+    fields = _STORE_FIELDS.get(study, _STORE_FIELDS["bench"])
+    return ResultStore(study, {"bench": {f: getattr(cfg, f) for f in fields}, "machine": machine(), **extra}, root=root)
 
 
 # --------------------------------------------------------------------------- threads
@@ -1089,7 +1099,9 @@ def cache_rows(cfg: BenchConfig | str = "quick", *, progress: bool = False, stor
     cfg = get_config(cfg)
     if valgrind_path() is None:
         return []
-    store = _store("bench_cache", cfg, store_root)
+    from .cachesim import CACHE, KERNELS
+
+    store = _store("bench_cache", cfg, store_root, cache=CACHE, kernels=KERNELS)
     return cachesim_rows(cache_cases(cfg), n=cfg.cache_products, workers=workers or min(2, all_threads()), store=store,
                          progress=progress)
 

@@ -14,11 +14,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from .bench import MODEL_VARIANTS, SPARSE_FORMATS
 
-DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01, 0.005)
+DENSITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01, 0.003)
 FORMAT_LABELS = {"scipy_csr": "scipy CSR", "scipy_bsr": "scipy BSR", "torch_csr": "torch sparse CSR",
                  "torch_bsr": "torch sparse BSR", "numpy_dense": "numpy dense", "torch_dense": "torch dense"}
 VARIANT_LABELS = {
@@ -46,7 +46,9 @@ def _density_axis(ax, lo: float, hi: float, label: str = "density (fraction of w
 def _ratio_axis(ax, label: str) -> None:
     ax.set_yscale("log")
     ax.axhline(1, color="0.3", ls="--", lw=1)
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}x"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_ylabel(label)
 
 
@@ -161,11 +163,13 @@ def cache_misses(rows):
             ax.axhline(v, color="0.4", ls=":", lw=1.2, label="dense (any k)")
         ax.set_ylabel(label)
         ax.set_xticks(sorted(sparse["k"].unique()))
-        if "ratio" in m:
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.2g}%"))
+        top = float(np.nanmax(df[m])) if df[m].notna().any() else 1.0
+        if "ratio" in m:  # linear, from 0: small differences are not blown up
+            ax.set_ylim(0, 1.15 * top if top > 0 else 1)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
         else:
             ax.set_yscale("symlog", linthresh=1)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, 2 * top if top > 0 else 1)
     if axes[0][1].get_legend() is not None:
         sns.move_legend(axes[0][1], "upper left", bbox_to_anchor=(1.02, 1), title="format / density %", fontsize=8)
     layer = df["layer"].iloc[0] if "layer" in df else ""
