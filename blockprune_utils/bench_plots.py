@@ -14,9 +14,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from .bench import MODEL_VARIANTS, SPARSE_FORMATS
+from .plots import density_axis
 
 DENSITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01, 0.003)
 FORMAT_LABELS = {"scipy_csr": "scipy CSR", "scipy_bsr": "scipy BSR", "torch_csr": "torch sparse CSR",
@@ -31,16 +32,6 @@ VARIANT_LABELS = {
 
 def _df(rows) -> pd.DataFrame:
     return rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-
-
-def _density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)") -> None:
-    ax.set_xscale("log")
-    ticks = [t for t in DENSITY_TICKS if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
-    ax.set_xlim(hi * 1.2, lo / 1.2)
-    ax.set_xlabel(label)
 
 
 def _ratio_axis(ax, label: str) -> None:
@@ -75,7 +66,8 @@ def speedup_vs_density(rows, *, family: str = "lenet", layer: str | None = "fc1"
             sub = df[(df["batch"] == b) & (df["format"] == f)].sort_values(x)
             sns.lineplot(data=sub, x=x, y="speedup", hue="k", palette=palette, style=style, marker="o", markersize=4,
                          ax=ax, legend=(i == 0 and j == len(fmts) - 1))
-            _density_axis(ax, df[x].min(), df[x].max(), "block density" if x == "block_density" else "density")
+            label = "block density" if x == "block_density" else "density"
+            density_axis(ax, df[x].min(), df[x].max(), label, ticks=DENSITY_TICKS, margin=1.2)
             _ratio_axis(ax, "speed-up over dense" if j == 0 else "")
             ax.set_title(f"{FORMAT_LABELS[f]}, batch {b}", fontsize=9)
     if axes[0][-1].get_legend() is not None:
@@ -192,7 +184,7 @@ def storage_vs_density(rows, layer: str = "all"):
     dense = df[df["format"] == "dense"]["bytes"]
     if not dense.empty:
         ax.axhline(float(dense.iloc[0]), color="0.3", ls=":", label="dense")
-    _density_axis(ax, df["density"].min(), df["density"].max())
+    density_axis(ax, df["density"].min(), df["density"].max(), ticks=DENSITY_TICKS, margin=1.2)
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v / 1024:.3g} KiB"))
     ax.set_ylabel("bytes (values + int32 indices)")

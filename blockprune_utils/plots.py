@@ -27,13 +27,15 @@ VARIANT_LABELS = {
 }
 
 
-def _density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)") -> None:
+def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)",
+                 ticks=DENSITY_TICKS, margin: float = 1.15) -> None:
+    """A log density axis, dense on the left, with percent ticks from ``ticks``."""
     ax.set_xscale("log")
-    ticks = [t for t in DENSITY_TICKS if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
+    ticks = [t for t in ticks if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
-    ax.set_xlim(hi * 1.15, lo / 1.15)  # dense on the left, sparse on the right
+    ax.set_xlim(hi * margin, lo / margin)  # dense on the left, sparse on the right
     ax.set_xlabel(label)
 
 
@@ -65,7 +67,7 @@ def accuracy_vs_density(df: pd.DataFrame, variant: str = "block", ax=None):
     sns.lineplot(data=sub, x="density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
                  errorbar="sd", ax=ax)
     _baseline_band(ax, df)
-    _density_axis(ax, sub["density"].min(), sub["density"].max())
+    density_axis(ax, sub["density"].min(), sub["density"].max())
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{VARIANT_LABELS.get(variant, variant)}: accuracy vs density")
     ax.legend(title="block size k", fontsize=8, title_fontsize=9)
@@ -118,7 +120,7 @@ def random_controls(df: pd.DataFrame, ks: Sequence[int] | None = None):
         sns.lineplot(data=rows, x="density", y="acc", hue="method", hue_order=order, style="method", style_order=order,
                      markers=True, dashes=False, errorbar="sd", ax=ax, legend=ax is axes.flat[0], markersize=5)
         _baseline_band(ax, df)
-        _density_axis(ax, sub["density"].min(), sub["density"].max(), label="density")
+        density_axis(ax, sub["density"].min(), sub["density"].max(), label="density")
         ax.set_title(f"k = {k}")
         ax.set_ylabel("test accuracy (%)")
     for ax in list(axes.flat)[len(ks):]:
@@ -183,7 +185,7 @@ def sensitivity(df: pd.DataFrame):
         sns.lineplot(data=rows, x="target_density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
                      errorbar="sd", ax=ax, legend=name == LAYERS[-1])
         _baseline_band(ax, df)
-        _density_axis(ax, sub["target_density"].min(), sub["target_density"].max(), label=f"{name} density")
+        density_axis(ax, sub["target_density"].min(), sub["target_density"].max(), label=f"{name} density")
         ax.set_title(f"only {name} pruned (no retraining)")
         ax.set_ylabel("test accuracy (%)")
     if axes[-1].get_legend() is not None:
