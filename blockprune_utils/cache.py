@@ -115,13 +115,14 @@ class ResultStore:
 
 
 def git_commit() -> str:
-    """The repo's commit, with ``-dirty`` when tracked files differ from it."""
+    """The repo's commit, with ``-dirty`` when tracked source files differ from it
+    (the rendered outputs under ``figures/`` do not count)."""
     try:
         def git(*args):
             return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=True).stdout.strip()
 
         sha = git("rev-parse", "--short=12", "HEAD")
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)figures")
         return sha + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return os.environ.get("BLOCKPRUNE_COMMIT", "unknown")
