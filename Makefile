@@ -25,7 +25,7 @@ venv: $(STAMP) ## create or refresh .venv (cheap when current)
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -r requirements.txt 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }; test $${PIPESTATUS[0]} -eq 0
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@
 

@@ -13,6 +13,18 @@ from pathlib import Path
 from .cache import atomic_write_bytes, atomic_write_text, git_commit
 from .paths import figures_dir
 
+_RUNS: dict = {}
+
+
+def record_runs(rows) -> None:
+    """Name the result rows (a DataFrame with ``commit`` and ``device`` columns) that the
+    next figures are drawn from; their commits and devices go into each sidecar, next to
+    the commit the figure was rendered at.  Each call replaces the previous one."""
+    _RUNS.clear()
+    for col, key in (("commit", "run_commits"), ("device", "run_devices")):
+        if rows is not None and col in getattr(rows, "columns", ()):
+            _RUNS[key] = sorted(str(v) for v in rows[col].dropna().unique())
+
 
 def save_figure(fig, name: str, *, caption: str, data=None, dataset: str, seeds, device: str,
                 source: str, profile: str = "paper", commit: str | None = None, out_dir=None) -> Path:
@@ -31,10 +43,16 @@ def save_figure(fig, name: str, *, caption: str, data=None, dataset: str, seeds,
         "name": name, "caption": caption, "dataset": dataset, "seeds": list(seeds) if not isinstance(seeds, str) else seeds,
         "device": device, "source": source, "profile": profile, "commit": commit or git_commit(),
         "csv": f"{name}.csv" if data is not None else None,
+        **_RUNS,
     }
     atomic_write_text(out / f"{name}.json", json.dumps(meta, indent=2))
     write_index(out)
     return out / f"{name}.png"
+
+
+def _runs_line(meta: dict) -> str:
+    commits = meta.get("run_commits")
+    return f"; result rows made at commit(s) {', '.join(f'`{c}`' for c in commits)}" if commits else ""
 
 
 def write_index(out_dir=None) -> Path:
@@ -60,7 +78,7 @@ def write_index(out_dir=None) -> Path:
             f"- data set: {m['dataset']}",
             f"- seeds: {m['seeds']}",
             f"- device: {m['device']}",
-            f"- profile: {m['profile']}; commit: `{m['commit']}`",
+            f"- profile: {m['profile']}; rendered at commit `{m['commit']}`" + _runs_line(m),
             f"- source: `{m['source']}`" + (f"; table: [`{m['csv']}`]({m['csv']})" if m.get("csv") else ""),
             "",
         ]
