@@ -15,7 +15,7 @@ PROFILE ?= paper
 NB_OUT := build/notebooks
 PAPERMILL := $(PY) -m papermill --log-output --no-progress-bar --cwd notebooks
 
-.PHONY: help venv test test-fast figures figures-lenet figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
+.PHONY: help venv test test-fast figures figures-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,10 +37,11 @@ test-fast: $(STAMP) ## unit/property tests only, no notebooks
 
 figures: figures-lenet figures-bsr figures-cifar ## render every figure into figures/ (PROFILE=paper)
 
-figures-lenet: $(STAMP) ## LeNet-300-100 on MNIST and Fashion-MNIST (runs what the cache lacks)
+figures-lenet: figures-lenet-mnist figures-lenet-fashion_mnist ## LeNet-300-100 on MNIST and Fashion-MNIST (runs what the cache lacks; -j2 runs both at once)
+
+figures-lenet-mnist figures-lenet-fashion_mnist: figures-lenet-%: $(STAMP)
 	@mkdir -p $(NB_OUT)
-	$(PAPERMILL) notebooks/01_lenet_mnist.ipynb $(NB_OUT)/01_lenet_mnist-mnist.ipynb -p profile $(PROFILE) -p dataset mnist
-	$(PAPERMILL) notebooks/01_lenet_mnist.ipynb $(NB_OUT)/01_lenet_mnist-fashion_mnist.ipynb -p profile $(PROFILE) -p dataset fashion_mnist
+	$(PAPERMILL) notebooks/01_lenet_mnist.ipynb $(NB_OUT)/01_lenet_mnist-$*.ipynb -p profile $(PROFILE) -p dataset $*
 
 figures-bsr: $(STAMP) ## BSR vs CSR vs dense speed, cache and storage
 	@mkdir -p $(NB_OUT)
