@@ -142,7 +142,9 @@ def cache_misses(rows):
     df = _df(rows)
     if df.empty:
         raise ValueError("no cachegrind rows")
-    df = df.assign(density_pct=(100 * df["density"]).round(1), k=df["k"].astype(int))
+    # one style per pruning round (its density differs by k only through edge blocks)
+    approx = (100 * df.groupby("round")["density"].transform("mean")).round(1)
+    df = df.assign(density_pct=[f"round {r} (~{d:g}%)" for r, d in zip(df["round"], approx)], k=df["k"].astype(int))
     sparse = df[df["fmt"] != "dense"]
     dense = df[df["fmt"] == "dense"]
     metrics = [("d1_miss_ratio", "D1 miss ratio"), ("ll_miss_ratio", "LL miss ratio"),
@@ -150,6 +152,7 @@ def cache_misses(rows):
     fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
     for ax, (m, label) in zip(axes.ravel(), metrics):
         sns.lineplot(data=sparse, x="k", y=m, hue="fmt", style="density_pct", markers=True, dashes=False, ax=ax,
+                     style_order=sorted(sparse["density_pct"].unique(), key=lambda s: -float(s.split("~")[1][:-2])),
                      legend=ax is axes[0][1], palette={"csr": "tab:orange", "bsr": "tab:blue"})
         for v in dense[m]:
             ax.axhline(v, color="0.4", ls=":", lw=1.2, label="dense (any k)")
