@@ -73,12 +73,3 @@ def train_val_split(split: Split, val_size: int, seed: int) -> tuple[Split, Spli
         raise ValueError(f"val_size must be in [0, {len(split)}), got {val_size}")
     perm = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
     return split.subset(perm[val_size:]), split.subset(perm[:val_size])
-
-
-def synthetic_mnist_like(n: int = 512, seed: int = 0) -> Split:
-    """Tiny learnable stand-in for MNIST (class-dependent blobs), for unit tests."""
-    g = torch.Generator().manual_seed(seed)
-    y = torch.randint(0, 10, (n,), generator=g)
-    centres = torch.randn(10, 1, 28, 28, generator=g)
-    x = (centres[y] + 0.5 * torch.randn(n, 1, 28, 28, generator=g)).clamp(-1, 1)
-    return Split(x, y)

@@ -108,9 +108,3 @@ def random_scores(model: nn.Module, names, k: int, generator: torch.Generator) -
         grid = block_grid(as_matrix(_module(model, n).weight).shape, k)
         out[n] = torch.rand(grid, generator=generator, dtype=torch.float64)
     return out
-
-
-def copy_masks(src: nn.Module, dst: nn.Module, names) -> None:
-    """Give ``dst`` the masks of ``src`` on the named layers."""
-    for n in names:
-        set_mask(_module(dst, n), get_mask(_module(src, n)).clone())
