@@ -7,19 +7,34 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# One data root for everything; torchvision downloads here when online.
+# One data root for everything; torchvision downloads here when online.  Results and
+# figures folders likewise.  Relative paths (also given on the command line, hence
+# `override`) become absolute here, because notebooks run in notebooks/.
 DATA_DIR ?= data
-export DATA_DIR := $(abspath $(DATA_DIR))
-# paper: the full study (hours on a CPU); quick: minutes, what the tests run.
+RESULTS_DIR ?= results
+FIGURES_DIR ?= figures
+override DATA_DIR := $(abspath $(DATA_DIR))
+override RESULTS_DIR := $(abspath $(RESULTS_DIR))
+override FIGURES_DIR := $(abspath $(FIGURES_DIR))
+export DATA_DIR RESULTS_DIR FIGURES_DIR
+# paper: the full study (about an hour on 2 CPU cores); quick: minutes, what the tests run.
 PROFILE ?= paper
+# LeNet sweep: data sets, and local worker processes (default: one per core).
+DATASETS ?= mnist fashion_mnist
+WORKERS ?=
+SCHEDULER ?=
+SWEEP_OPTS := $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 NB_OUT := build/notebooks
 PAPERMILL := $(PY) -m papermill --log-output --no-progress-bar --cwd notebooks
 
-.PHONY: help venv test test-fast figures figures-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
+.PHONY: help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: DATA_DIR=$(DATA_DIR)  PROFILE=$(PROFILE)"
+	@echo "  variables: DATA_DIR=$(DATA_DIR)  PROFILE=$(PROFILE)  WORKERS=$(or $(WORKERS),<one per core>)  SCHEDULER=$(SCHEDULER)"
+
+paths: ## show the data, results and figures folders as the notebooks see them
+	@cd notebooks && $(abspath $(PY)) -c "from blockprune_utils.infra import paths as p; print(f'DATA_DIR={p.data_dir()}'); print(f'RESULTS_DIR={p.results_dir()}'); print(f'FIGURES_DIR={p.figures_dir()}')"
 
 venv: $(STAMP) ## create or refresh .venv (cheap when current)
 
@@ -35,24 +50,34 @@ test: $(STAMP) ## run the unit/property tests and execute every notebook (quick 
 test-fast: $(STAMP) ## unit/property tests only, no notebooks
 	$(PY) -m pytest -q -m "not notebook" tests
 
-figures: figures-lenet figures-bsr figures-cifar ## render every figure into figures/ (PROFILE=paper)
+# Compute first (LeNet sweep on every core), then the timing benchmark alone (it must
+# not share the CPU with training), then render every notebook from the warm cache.
+figures: $(STAMP) ## compute what the results store lacks, then render every figure into figures/ (PROFILE=paper)
+	$(MAKE) --no-print-directory sweep-lenet
+	$(MAKE) --no-print-directory figures-bsr
+	$(MAKE) --no-print-directory render-lenet figures-cifar
 
-figures-lenet: figures-lenet-mnist figures-lenet-fashion_mnist ## LeNet-300-100 on MNIST and Fashion-MNIST (runs what the cache lacks; -j2 runs both at once)
+figures-lenet: $(STAMP) ## LeNet-300-100 on MNIST and Fashion-MNIST: the sweep on every core, then the notebooks
+	$(MAKE) --no-print-directory sweep-lenet
+	$(MAKE) --no-print-directory render-lenet
+
+render-lenet: $(addprefix figures-lenet-,$(DATASETS))
+	$(PY) -m blockprune_utils.studies.lenet.report --profile $(PROFILE) --dataset $(DATASETS)
 
 figures-lenet-mnist figures-lenet-fashion_mnist: figures-lenet-%: $(STAMP)
 	@mkdir -p $(NB_OUT)
 	$(PAPERMILL) notebooks/01_lenet_mnist.ipynb $(NB_OUT)/01_lenet_mnist-$*.ipynb -p profile $(PROFILE) -p dataset $*
 
-figures-bsr: $(STAMP) ## BSR vs CSR vs dense speed, cache and storage
+figures-bsr: $(STAMP) ## BSR vs CSR vs dense speed, cache and storage (run it on an otherwise idle machine)
 	@mkdir -p $(NB_OUT)
 	$(PAPERMILL) notebooks/02_bsr_speed.ipynb $(NB_OUT)/02_bsr_speed.ipynb -p profile $(PROFILE)
 
-figures-cifar: $(STAMP) ## ResNet18 on CIFAR-10 (plots the committed GPU result CSVs)
+figures-cifar: $(STAMP) ## ResNet18 on CIFAR-10 (plots the committed result CSVs)
 	@mkdir -p $(NB_OUT)
 	$(PAPERMILL) notebooks/03_cifar10_resnet18.ipynb $(NB_OUT)/03_cifar10_resnet18.ipynb -p profile $(PROFILE)
 
-sweep-lenet: $(STAMP) ## the LeNet sweep without Jupyter (PROFILE, DATASET=mnist)
-	$(PY) -m blockprune_utils.sweep --study lenet --profile $(PROFILE) --dataset $(or $(DATASET),mnist)
+sweep-lenet: $(STAMP) ## the LeNet sweep on every core, or a Dask cluster (PROFILE, DATASETS, WORKERS, SCHEDULER)
+	$(PY) -m blockprune_utils.sweep --study lenet --profile $(PROFILE) --dataset $(DATASETS) $(SWEEP_OPTS)
 
 bench: $(STAMP) ## BSR speed benchmark ratio table (quick)
 	$(PY) -m blockprune_utils.bench --quick
@@ -68,4 +93,4 @@ clean: ## remove build products (executed notebooks, caches); keeps .venv and re
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
 clean-results: ## forget every cached run (results/)
-	rm -rf results
+	rm -rf $(RESULTS_DIR)

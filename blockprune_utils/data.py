@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from .paths import data_dir
+from .infra.paths import data_dir
 
 MNIST_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
 DATASETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
@@ -61,8 +61,8 @@ def load_mnist_like(name: str = "mnist", train: bool = True, root=None, download
             raise _missing_data_error(name, root / DATASETS[name] / "raw", MNIST_FILES, first) from None
         try:
             ds = cls(root=str(root), train=train, download=True)
-        except Exception as err:  # no network, or a broken mirror
-            raise _missing_data_error(name, root / DATASETS[name] / "raw", MNIST_FILES, err) from None
+        except (OSError, RuntimeError, ValueError) as err:  # no network (URLError is an OSError), or a broken mirror
+            raise _missing_data_error(name, root / DATASETS[name] / "raw", MNIST_FILES, err) from err
     x = ds.data.unsqueeze(1).to(torch.float32).div_(255.0).mul_(2.0).sub_(1.0)
     return Split(x, ds.targets.clone().long())
 

@@ -125,3 +125,11 @@ def load_masked_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tens
             if not is_masked(mods[name]):
                 set_mask(mods[name], torch.ones_like(value))
     return model.load_state_dict(state_dict, strict=strict)
+
+
+def compact_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of a (masked) model's state_dict with the masks as bool: the one
+    checkpoint format of the studies (load it with :func:`load_masked_state_dict`,
+    which copies the bool masks back into the float mask buffers)."""
+    return {k: v.detach().to("cpu", copy=True).bool() if k.endswith(MASK_SUFFIX) else v.detach().to("cpu", copy=True)
+            for k, v in model.state_dict().items()}

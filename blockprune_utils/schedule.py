@@ -1,13 +1,15 @@
 """The iterative pruning schedule: one :class:`BlockPruner` round at a time.
 
 A round scores the blocks of each chosen layer on its current (masked) weight,
-drops the lowest-scoring surviving blocks and installs the new mask.  Retraining
-between rounds is the caller's (see :mod:`blockprune_utils.train`).
+drops the lowest-scoring surviving blocks and installs the new mask.
+:func:`prune_retrain` is the iterative loop: prune a round, retrain (the caller's
+function), repeat.  A pruner's :meth:`BlockPruner.state_dict` holds what a resumed
+run needs besides the model (its round count, history and any fixed scores).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from torch import nn
@@ -87,6 +89,44 @@ class BlockPruner:
         dens = layer_densities(model, names)
         self.history.append(dens)
         return dens
+
+    @property
+    def round(self) -> int:
+        """Rounds done so far."""
+        return len(self.history)
+
+    def state_dict(self) -> dict:
+        """The pruner's settings and progress (fixed scores as tensors, a score
+        callable by name only: it must be given again when loading)."""
+        score = dict(self.score) if isinstance(self.score, Mapping) else (self.score if isinstance(self.score, str) else None)
+        return {"k": self.k, "rates": dict(self.rates), "scope": self.scope, "score": score,
+                "history": [dict(h) for h in self.history]}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore progress (and fixed scores) saved by :meth:`state_dict`; the
+        settings must match this pruner's."""
+        for name in ("k", "rates", "scope"):
+            mine = self.k if name == "k" else dict(self.rates) if name == "rates" else self.scope
+            if state[name] != mine:
+                raise ValueError(f"pruner state has {name}={state[name]!r}, this pruner has {mine!r}")
+        if isinstance(state["score"], Mapping):
+            self.score = dict(state["score"])
+        self.history = [dict(h) for h in state["history"]]
+
+
+def prune_retrain(model: nn.Module, pruner: BlockPruner, rounds: int,
+                  retrain: Callable[[nn.Module, int], Any] | None = None,
+                  on_round: Callable[[int, nn.Module, Any], None] | None = None) -> nn.Module:
+    """Iterative block pruning: from the pruner's current round up to ``rounds``,
+    prune one round (``pruner.step``), then ``retrain(model, round)``, then
+    ``on_round(round, model, retrain_result)`` (record a row, save a checkpoint).
+    Rounds are numbered from 1; round 0 is the unpruned model."""
+    for r in range(pruner.round + 1, rounds + 1):
+        pruner.step(model)
+        result = retrain(model, r) if retrain is not None else None
+        if on_round is not None:
+            on_round(r, model, result)
+    return model
 
 
 def layer_densities(model: nn.Module, names) -> dict[str, float]:

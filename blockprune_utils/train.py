@@ -3,6 +3,7 @@ random minibatches by index, large evaluation batches)."""
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -17,7 +18,9 @@ class TrainConfig:
     """One training phase.  ``zero_grad=False`` and ``reset_optimizer_each_epoch=True``
     reproduce the authors' LeNet retraining quirks; ``select`` picks the returned
     weights: ``"last"`` epoch, or best accuracy on the ``"val"`` split (or on
-    whatever split the caller passes as ``val``, e.g. test, to copy the authors)."""
+    whatever split the caller passes as ``val``, e.g. test, to copy the authors).
+    ``schedule``: ``"constant"`` learning rate, or ``"cosine"`` decay from ``lr`` to 0
+    over all steps of the phase."""
 
     epochs: int = 1
     lr: float = 1e-3
@@ -28,6 +31,7 @@ class TrainConfig:
     zero_grad: bool = True
     reset_optimizer_each_epoch: bool = False
     select: str = "val"
+    schedule: str = "constant"
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -38,6 +42,13 @@ class TrainConfig:
             raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
         if self.select not in ("val", "last"):
             raise ValueError(f"select must be 'val' or 'last', got {self.select!r}")
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be 'constant' or 'cosine', got {self.schedule!r}")
+
+
+def cosine_decay(progress: float) -> float:
+    """Learning-rate factor of a cosine decay from 1 to 0 over ``progress`` in [0, 1)."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -80,10 +91,13 @@ def train(
     the best validation accuracy are restored at the end.  ``transform(x, train)``
     runs on each minibatch on the device (augmentation, normalisation).
     ``lr_schedule(progress)``, progress in [0, 1) over all steps of the call, sets the
-    learning rate to ``cfg.lr * lr_schedule(progress)`` before every step."""
+    learning rate to ``cfg.lr * lr_schedule(progress)`` before every step; by default
+    it follows ``cfg.schedule``."""
     from tqdm.auto import tqdm
 
     device = next(model.parameters()).device
+    if lr_schedule is None and cfg.schedule == "cosine":
+        lr_schedule = cosine_decay
     params = list(model.parameters()) if params is None else list(params)
     loss_fn = nn.CrossEntropyLoss()
     opt = make_optimizer(params, cfg)

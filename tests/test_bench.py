@@ -1,6 +1,7 @@
-"""The BSR speed benchmark (blockprune_utils.bench) and the cachegrind driver
-(blockprune_utils.cachesim): correctness of every path, the row schema, the
-automatic backend choice, and the cachegrind parser.  Timings are not asserted."""
+"""The BSR speed benchmark (blockprune_utils.bench), the lean inference path and
+the automatic backend choice (blockprune_utils.bsr), and the cachegrind runner and
+parser (blockprune_utils.bench.cachesim / .cachegrind): correctness of every path,
+the row schema, and the cachegrind parser.  Timings are not asserted."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,9 +9,11 @@ import pytest
 import torch
 
 from blockprune_utils import bench as B
-from blockprune_utils import cachesim as C
+from blockprune_utils.bench import cachegrind as CG
+from blockprune_utils.bench import cachesim as C
+from blockprune_utils.bench import products
 from blockprune_utils.blocks import expand_block_mask
-from blockprune_utils.bsr import to_bsr_model
+from blockprune_utils.bsr import LEAN_FORMATS, LeanMLP, auto, auto_backends, auto_choice, num_threads, to_bsr_model
 from blockprune_utils.models import LeNet300100
 from blockprune_utils.schedule import layer_densities
 
@@ -35,7 +38,7 @@ def tiny_cfg(**kw):
 @pytest.fixture(scope="module")
 def pruned():
     """An untrained LeNet pruned 3 rounds with k=3 (3 divides neither 784 nor 100: padding is exercised)."""
-    return B.pruned_lenet_model(3, 3, lenet_profile="no-such-profile")
+    return B.pruned_lenet_model(3, 3, lenet_profile=None)
 
 
 def test_untrained_fallback_is_pruned_and_labelled(pruned):
@@ -53,11 +56,11 @@ def test_every_backend_equals_the_dense_forward(pruned, batch):
         ref = model(x).numpy()
         for backend in ("torch", "scipy", "dense"):
             np.testing.assert_allclose(to_bsr_model(model, 3, backend=backend)(x).numpy(), ref, rtol=1e-4, atol=1e-5)
-    for fmt in B.LEAN_FORMATS:
-        lean = B.LeanMLP(model, 3, fmt)
+    for fmt in LEAN_FORMATS:
+        lean = LeanMLP(model, 3, fmt)
         np.testing.assert_allclose(lean(x.numpy()), ref, rtol=1e-4, atol=1e-5)
         np.testing.assert_allclose(lean(x), ref, rtol=1e-4, atol=1e-5)  # again: reused buffers stay correct
-    mixed = B.LeanMLP(model, {"fc1": 3, "fc2": 2, "fc3": 3}, {"fc1": "bsr", "fc2": "csr", "fc3": "bsr"})
+    mixed = LeanMLP(model, {"fc1": 3, "fc2": 2, "fc3": 3}, {"fc1": "bsr", "fc2": "csr", "fc3": "bsr"})
     np.testing.assert_allclose(mixed(x.numpy()), ref, rtol=1e-4, atol=1e-5)
 
 
@@ -71,6 +74,7 @@ def test_matrix_rows_schema_and_cache():
                 "nnz_blocks", "format", "lib", "layout", "batch", "threads", "threads_label", "device", "ok", "error",
                 "max_rel_err", "median_ns", "q25_ns", "q75_ns", "repeats", "dense_ns", "dense_format", "speedup",
                 "speedup_same_lib", "torch", "numpy", "scipy", "commit", "cpu_model", "blas_control", "config_hash"}
+    assert required <= set(B.MATRIX_SCHEMA.columns)
     for r in rows:
         assert required <= r.keys(), required - r.keys()
         assert r["ok"], r["error"]
@@ -89,14 +93,14 @@ def test_matrix_rows_schema_and_cache():
 
 
 def test_a_format_that_disagrees_with_dense_is_not_timed(monkeypatch):
-    real = B.build_operands
+    real = products.build_operands
 
     def broken(w, k, formats=B.FORMATS):
         ops, errors = real(w, k, formats)
         ops["scipy_csr"] = ops["scipy_csr"] * 2.0
         return ops, errors
 
-    monkeypatch.setattr(B, "build_operands", broken)
+    monkeypatch.setattr(products, "build_operands", broken)
     rows = B.matrix_rows(tiny_cfg(layers=("fc3",), batches=(1,)), families=("lenet",), cache=False)
     by = {r["format"]: r for r in rows}
     assert not by["scipy_csr"]["ok"] and by["scipy_csr"]["median_ns"] is None
@@ -125,7 +129,7 @@ class _FastWrongModule(torch.nn.Module):
 
 def test_auto_backends_never_picks_a_format_that_failed(pruned, monkeypatch):
     model, _ = pruned
-    real_lean, real_module = B._lean_candidates, B._module_candidates
+    real_lean, real_module = auto._lean_candidates, auto._module_candidates
 
     def lean(w, b, k):
         c = real_lean(w, b, k)
@@ -137,22 +141,22 @@ def test_auto_backends_never_picks_a_format_that_failed(pruned, monkeypatch):
         c["scipy"] = _FastWrongModule(w.shape[0])
         return c
 
-    monkeypatch.setattr(B, "_lean_candidates", lean)
-    monkeypatch.setattr(B, "_module_candidates", module)
-    choice, rows = B.auto_choice(model, 3, 1, path="lean", budget_s=1e-3, min_repeats=3, max_repeats=5)
+    monkeypatch.setattr(auto, "_lean_candidates", lean)
+    monkeypatch.setattr(auto, "_module_candidates", module)
+    choice, rows = auto_choice(model, 3, 1, path="lean", budget_s=1e-3, min_repeats=3, max_repeats=5)
     assert set(choice) == set(B.LAYERS) and "csr" not in choice.values()
     assert all(not r["ok"] for r in rows if r["candidate"] == "csr")
-    assert B.auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).keys() == set(B.LAYERS)
-    assert "scipy" not in B.auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).values()
+    assert auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).keys() == set(B.LAYERS)
+    assert "scipy" not in auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).values()
 
 
 def test_auto_backends_stays_dense_on_a_dense_network():
     torch.manual_seed(0)
     dense = LeNet300100().eval()  # nothing pruned: no sparse format can win at batch 32
-    assert B.auto_backends(dense, 2, 32, path="lean", budget_s=3e-3) == {n: "dense" for n in B.LAYERS}
+    assert auto_backends(dense, 2, 32, path="lean", budget_s=3e-3) == {n: "dense" for n in B.LAYERS}
 
 
-def test_model_rows_every_variant_checked_and_bar():
+def test_model_rows_every_variant_checked_and_summary():
     cfg = tiny_cfg()
     rows = B.model_rows(cfg)
     assert {r["variant"] for r in rows} == set(B.MODEL_VARIANTS)
@@ -161,9 +165,10 @@ def test_model_rows_every_variant_checked_and_bar():
         assert r["median_ns"] > 0 and r["dense_ns"] > 0
     autos = [r for r in rows if r["variant"] in ("module_auto", "lean_auto")]
     assert all(r["auto_choice"] for r in autos)
-    bar = B.performance_bar(rows, round=2, batch=1)
-    assert list(bar["k"]) == [3]
-    assert {"ratio_vs_dense", "ideal", "gap_to_ideal", "ratio_vs_best_dense", "meets_5x"} <= set(bar.columns)
+    summary = B.speedup_summary(rows, round=2, batch=1)
+    assert list(summary["k"]) == [3]
+    assert {"ratio_vs_dense", "ideal", "gap_to_ideal", "ratio_vs_best_dense", "meets_target"} <= set(summary.columns)
+    assert summary["target"].iloc[0] == 5 and summary["meets_target"].dtype == bool
     assert not B.model_table(rows).empty
 
 
@@ -179,7 +184,7 @@ def test_storage_rows():
 
 def test_num_threads_restores():
     before = torch.get_num_threads()
-    with B.num_threads(1) as n:
+    with num_threads(1) as n:
         assert n == 1 and torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
     assert B.blas_control() in ("threadpoolctl", "openblas-ctypes", "none")
@@ -231,25 +236,25 @@ summary: 2057 11 5 727 38 11 167 12 8
 
 
 def test_parse_cachegrind_canned_output():
-    cg = C.parse_cachegrind(CANNED)
+    cg = CG.parse_cachegrind(CANNED)
     assert cg.events[:4] == ["Ir", "I1mr", "ILmr", "Dr"]
     assert cg.totals["Ir"] == 2057 and cg.totals["DLmw"] == 8
     assert cg.functions["bsr_matvec_thunk"]["Dr"] == 300  # two cost lines summed
     assert cg.functions["void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)"][
         "D1mw"] == 0  # missing trailing counts are zero
-    bsr = cg.select(C.KERNELS["bsr"])  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
+    bsr = cg.select(CG.KERNELS["bsr"])  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
     assert bsr["Ir"] == 1050 and bsr["Dr"] == 320 and bsr["Dw"] == 60
-    assert cg.select(C.KERNELS["csr"])["Ir"] == 50
-    pp = C.per_product(bsr, n=10)
+    assert cg.select(CG.KERNELS["csr"])["Ir"] == 50
+    pp = CG.per_product(bsr, n=10)
     assert pp["data_refs"] == pytest.approx(38.0)
     assert pp["d1_misses"] == pytest.approx((11 + 2) / 10)
     assert pp["ll_misses"] == pytest.approx(0.2)
     assert pp["d1_miss_ratio"] == pytest.approx(13 / 380)
     # without a summary line the totals are summed over functions
-    no_summary = C.parse_cachegrind(CANNED.rsplit("summary:", 1)[0])
+    no_summary = CG.parse_cachegrind(CANNED.rsplit("summary:", 1)[0])
     assert no_summary.totals["Ir"] == 2057
     with pytest.raises(ValueError, match="events"):
-        C.parse_cachegrind("fn=x\n0 1 2\n")
+        CG.parse_cachegrind("fn=x\n0 1 2\n")
 
 
 @pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")

@@ -9,8 +9,12 @@ import pandas as pd
 import pytest
 import torch
 
-from blockprune_utils import lenet_study as L
-from blockprune_utils.schedule import layer_densities
+from blockprune_utils.infra.store import ResultStore, config_hash
+from blockprune_utils.masks import get_mask
+from blockprune_utils.models import LENET_RATES, LeNet300100
+from blockprune_utils.schedule import BlockPruner, layer_densities
+from blockprune_utils.studies import lenet as L
+from blockprune_utils.studies.base import checkpoint, restore
 from blockprune_utils.train import TrainConfig, evaluate
 
 KS = (1, 3)
@@ -27,9 +31,8 @@ TINY = L.RunConfig(
 PRUNE = ("block", "random_retrain")
 
 
-def run(root, on_row=None, variants=L.VARIANTS, ks=KS):
-    return L.run_study("quick", ks=ks, seeds=(0,), variants=variants, progress=False, config=TINY,
-                       on_row=on_row, results_root=root)
+def run(root, variants=L.VARIANTS, ks=KS):
+    return L.run_study("quick", ks=ks, seeds=(0,), variants=variants, progress=False, config=TINY, results_root=root)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,13 @@ def test_rows_complete_and_accuracy_valid(study):
             assert sorted(df[(df.variant == v) & (df.k == k)]["round"]) == list(range(1, ROUNDS + 1))
     assert len(df[df.variant == "random_scratch"]) == len(KS) * 2
     assert len(df[df.variant == "sensitivity"]) == len(KS) * 3 * 2
-    acc = df["test_acc"]
+    scan = df.variant.isin(["baseline_scan", "retrain_scan"])
+    acc = df.loc[~scan, "test_acc"]
     assert acc.notna().all() and ((acc >= 0) & (acc <= 1)).all()
+    # the schedule scans choose on the validation split: they never record a test accuracy
+    assert scan.any() and df.loc[scan, "test_acc"].isna().all() and df.loc[scan, "val_acc"].notna().all()
+    ctrl = df[df.variant == "dense_control"]
+    assert sorted(ctrl["round"]) == list(range(1, ROUNDS + 1)) and (ctrl["density_total"] == 1.0).all()
     assert df.loc[df.variant == "baseline", "test_acc"].iloc[0] > 0.5  # it learned something
     assert df["config_hash"].nunique() == 1
     for col in ("device", "torch", "commit", "wall_s", "profile"):
@@ -56,7 +64,7 @@ def test_rows_complete_and_accuracy_valid(study):
 
 def test_density_follows_the_per_layer_schedule(study):
     _, df = study
-    rates = dict(L.LENET_RATES)
+    rates = dict(LENET_RATES)
     full = {"fc1": 235200, "fc2": 30000, "fc3": 1000}
     for v in PRUNE:
         for k in KS:
@@ -91,12 +99,12 @@ def test_random_masks_are_nested_and_differ_from_block_masks(study):
     prev = None
     for r in range(1, ROUNDS + 1):
         m = L.random_masks(cfg, 3, 0, r)
-        masks = {n: L.get_mask(getattr(m, n)).bool() for n in L.LAYERS}
+        masks = {n: get_mask(getattr(m, n)).bool() for n in L.LAYERS}
         if prev is not None:
             assert all(not (masks[n] & ~prev[n]).any() for n in L.LAYERS)  # pruned never returns
         prev = masks
     block = _pruned(root, 3, ROUNDS)
-    assert not torch.equal(L.get_mask(block.fc1).bool(), prev["fc1"])
+    assert not torch.equal(get_mask(block.fc1).bool(), prev["fc1"])
 
 
 def _pruned(root, k, rnd, seed=0):
@@ -130,33 +138,40 @@ def test_sensitivity_prunes_one_layer_only(study):
 
 def test_rerun_reads_the_cache(study):
     root, df = study
-    seen = []
-    again = run(root, on_row=lambda key, row: seen.append(key))
-    assert not seen
+    rows = {p: p.stat().st_mtime_ns for p in root.rglob("rows/*.json")}
+    assert not L.tasks("quick", ks=KS, seeds=(0,), config=TINY, results_root=root)  # nothing left to do
+    again = run(root)
     pd.testing.assert_frame_equal(df, again)
+    assert {p: p.stat().st_mtime_ns for p in root.rglob("rows/*.json")} == rows  # no row rewritten
 
 
-def test_resume_after_a_kill_loses_nothing(tmp_path, study, data_dir):
+def test_resume_after_a_kill_loses_nothing(tmp_path, study, data_dir, monkeypatch):
     _, reference = study
 
     class Killed(Exception):
         pass
 
-    count = {"n": 0}
+    put = ResultStore.put
+    written = []
 
-    def kill_after(key, row):
-        count["n"] += 1
-        if count["n"] == 3:  # baseline, block k=1 rounds 1 and 2: killed mid-run
+    def put_then_kill(self, key, values, prov):
+        row = put(self, key, values, prov)
+        written.append(key)
+        if len(written) == 3:  # baseline, block k=1 rounds 1 and 2: killed mid-run
             raise Killed
+        return row
 
+    monkeypatch.setattr(ResultStore, "put", put_then_kill)
     with pytest.raises(Killed):
-        run(tmp_path, on_row=kill_after, variants=PRUNE)
+        run(tmp_path, variants=PRUNE)
     rows_dir = next(tmp_path.glob("lenet/*/rows"))
     before = {p.name: p.read_bytes() for p in rows_dir.glob("*.json")}
     assert len(before) == 3
-    resumed = []
-    df = run(tmp_path, on_row=lambda key, row: resumed.append(key), variants=PRUNE)
-    assert all(key["round"] >= 3 or key["k"] != 1 for key in resumed if key["variant"] == "block")
+    written.clear()
+    monkeypatch.setattr(ResultStore, "put", lambda self, key, values, prov: written.append(key) or put(self, key, values, prov))
+    df = run(tmp_path, variants=PRUNE)
+    resumed = written
+    assert resumed and all(key["round"] >= 3 or key["k"] != 1 for key in resumed if key["variant"] == "block")
     after = {p.name: p.read_bytes() for p in rows_dir.glob("*.json")}
     assert all(after[name] == data for name, data in before.items())
     assert not list(tmp_path.rglob("*.tmp"))
@@ -167,32 +182,35 @@ def test_resume_after_a_kill_loses_nothing(tmp_path, study, data_dir):
     pd.testing.assert_frame_equal(df[cols].reset_index(drop=True), ref)
 
 
-def test_pack_roundtrip_is_exact():
+def test_checkpoint_roundtrip_is_exact():
     torch.manual_seed(0)
-    model = L.LeNet300100()
-    from blockprune_utils.schedule import BlockPruner
-
-    BlockPruner(3, L.LENET_RATES).step(model)
-    back = L.unpack_model(L.pack_model(model, 3))
+    model = LeNet300100()
+    pruner = BlockPruner(3, LENET_RATES)
+    pruner.step(model)
+    ck = checkpoint(model, 1, {"x": 1}, pruner)
+    assert all(v.dtype == torch.bool for k, v in ck["model"].items() if k.endswith(".mask"))
+    other = BlockPruner(3, LENET_RATES)
+    back = restore(ck, LeNet300100(), other)
+    assert other.round == 1 and other.history == pruner.history
     for n in L.LAYERS:
         assert torch.equal(getattr(model, n).weight, getattr(back, n).weight)
-        assert torch.equal(L.get_mask(getattr(model, n)), L.get_mask(getattr(back, n)))
+        assert torch.equal(get_mask(getattr(model, n)), get_mask(getattr(back, n)))
 
 
 def test_profiles_and_authors_config():
     quick, paper = L.run_config("quick", "mnist"), L.run_config("paper", "fashion_mnist")
     assert quick.data.n_train and paper.data.n_train is None and paper.data.dataset == "fashion_mnist"
-    assert paper.pruning.rounds == 16 and dict(paper.pruning.rates) == L.LENET_RATES
+    assert paper.pruning.rounds == 16 and dict(paper.pruning.rates) == LENET_RATES
     assert len(L.PROFILES["paper"].seeds) >= 3 and set(L.PROFILES["paper"].ks) == {1, 2, 3, 4, 5, 6}
     a = L.run_config("paper", "mnist", authors=True)
     assert a.authors and a.training.authors_softmax and a.training.select_on == "test"
     assert not a.training.retrain.zero_grad and a.training.retrain.reset_optimizer_each_epoch
     assert (a.training.retrain.lr, a.training.retrain.batch_size) == (1e-6, 50)
     assert L.run_config("paper", "fashion_mnist", authors=True).training.select_on == "train"
-    assert len({L.config_hash(c) for c in (quick, paper, a, L.run_config("paper", "mnist"))}) == 4
+    assert len({config_hash(c) for c in (quick, paper, a, L.run_config("paper", "mnist"))}) == 4
     with pytest.raises(ValueError, match="scratch_rounds"):
         L.PruningConfig(rounds=3, scratch_rounds=(7,))
-    with pytest.raises(ValueError, match="unknown profile"):
+    with pytest.raises(ValueError, match="unknown LeNet profile 'huge'"):
         L.run_config("huge")
     with pytest.raises(ValueError, match="unknown variants"):
         L.run_study("quick", variants=("magic",))

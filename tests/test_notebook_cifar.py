@@ -8,9 +8,10 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from blockprune_utils import cifar
+from blockprune_utils.studies.cifar import data as cdata
 
 NOTEBOOK = "03_cifar10_resnet18.ipynb"
 
@@ -31,13 +32,14 @@ def test_notebook_paper_profile_without_gpu_results(run_notebook):
     text = _text(out)
     assert "No GPU run has been made yet" in text
     assert "--profile paper --experiment A" in text
+    assert "BLOCKPRUNE_COMMIT" not in text and "--budget-s" not in text  # the plain command
     assert not list(run_notebook.figures_dir.glob("cifar_*.png"))
 
 
 @pytest.mark.notebook
 def test_notebook_quick_then_paper_plots(run_notebook):
     root = Path(os.environ.get("DATA_DIR", "data"))
-    if not (cifar.has_original(root) or cifar.has_jpeg_copy(root)):
+    if not (cdata.has_original(root) or cdata.has_jpeg_copy(root)):
         pytest.skip(f"no CIFAR-10 under DATA_DIR={root}")
     out = run_notebook(NOTEBOOK, profile="quick", threads=1)
     figs = run_notebook.figures_dir
@@ -45,7 +47,8 @@ def test_notebook_quick_then_paper_plots(run_notebook):
         assert (figs / f"{name}.png").exists(), name
         meta = json.loads((figs / f"{name}.json").read_text())
         assert meta["profile"] == "quick" and meta["seeds"] == [0]
-        assert meta["dataset"] in (cifar.SOURCE_ORIGINAL, cifar.SOURCE_JPEG)
+        assert meta["dataset"] in (cdata.SOURCE_ORIGINAL, cdata.SOURCE_JPEG)
+        assert meta["run_commits"] and meta["run_devices"]  # the rows the figure is drawn from
     assert "result rows" in _text(out)
 
     # The paper profile plots whatever cifar_paper_results_*.csv the figures folder holds.
@@ -56,3 +59,5 @@ def test_notebook_quick_then_paper_plots(run_notebook):
     for name in ("cifar_head_pruning", "cifar_conv_pruning", "cifar_head_blocks"):
         assert (figs / f"{name}.png").exists(), name
         assert json.loads((figs / f"{name}.json").read_text())["profile"] == "paper"
+    rounds = pd.read_csv(figs / "cifar_head_pruning.csv")["round"]
+    assert rounds.min() == 0 and rounds.max() == 2  # round 0 = unpruned, then the quick profile's 2 rounds

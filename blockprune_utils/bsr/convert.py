@@ -17,7 +17,9 @@ hold zeros is still stored and the structure equals the pruning pattern.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +27,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from .blocks import as_matrix, block_grid, block_mask_of, check_block_size, to_blocks
+from ..blocks import as_matrix, block_grid, block_mask_of, check_block_size, to_blocks
 
 INDEX_DTYPE = np.int32
 
@@ -75,17 +77,27 @@ def to_scipy_csr(weight) -> sp.csr_matrix:
     return m
 
 
+@contextlib.contextmanager
+def quiet_sparse_beta():
+    """Silence torch's "sparse BSR/CSR tensor support is in beta" warning (and only
+    that one) inside the block; the study uses those formats knowingly."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse (BSR|CSR) tensor support is in beta state")
+        yield
+
+
 def to_torch_bsr(weight, k: int, block_mask=None) -> torch.Tensor:
     """The weight as a torch sparse BSR tensor with blocksize (k, k), zero-padded."""
     data, indices, indptr, shape = bsr_arrays(weight, k, block_mask)
     dtype = torch.as_tensor(weight).dtype
-    return torch.sparse_bsr_tensor(
-        torch.from_numpy(indptr.astype(np.int64)),
-        torch.from_numpy(indices.astype(np.int64)),
-        torch.from_numpy(np.ascontiguousarray(data)).to(dtype).reshape(-1, k, k),
-        size=shape,
-        check_invariants=False,
-    )
+    with quiet_sparse_beta():
+        return torch.sparse_bsr_tensor(
+            torch.from_numpy(indptr.astype(np.int64)),
+            torch.from_numpy(indices.astype(np.int64)),
+            torch.from_numpy(np.ascontiguousarray(data)).to(dtype).reshape(-1, k, k),
+            size=shape,
+            check_invariants=False,
+        )
 
 
 @dataclass(frozen=True)
@@ -192,10 +204,3 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None) -> nn.Module
         setattr(parent, child, BSRLinear.from_linear(linear, kk, backend=bk))
     return bsr_model
 
-
-# torch marks sparse BSR as beta and warns on every construction; the study uses it
-# knowingly, so that one warning is silenced here (and only that one).
-import warnings  # noqa: E402
-
-warnings.filterwarnings("ignore", message="Sparse BSR tensor support is in beta state")
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")

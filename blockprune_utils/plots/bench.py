@@ -1,8 +1,10 @@
-"""Seaborn plots of the BSR speed study (:mod:`blockprune_utils.bench`).
+"""Seaborn plots of the BSR speed benchmark (:mod:`blockprune_utils.bench`).
 
-Every function takes the tidy rows (a list of dicts or a DataFrame) and returns
-``(figure, table)``: the figure and the tidy table it draws, which
-:func:`blockprune_utils.figures.save_figure` stores as the figure's CSV.
+Every plot function takes the tidy rows (a list of dicts or a DataFrame) and
+returns ``(figure, table)``: the figure and the tidy table it draws, which
+:func:`blockprune_utils.infra.figures.save_figure` stores as the figure's CSV.
+Next to each plot, a ``*_caption(table)`` function words the figure's caption from
+that table (what is drawn, at which threads, round and batch sizes).
 Densities are drawn on a log axis from dense (left) to sparse (right), speed-ups
 on a log axis with a line at 1 (= as fast as dense).
 """
@@ -16,8 +18,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from .bench import MODEL_VARIANTS, SPARSE_FORMATS
-from .plots import density_axis
+from ..bench.config import MODEL_VARIANTS, SPARSE_FORMATS
+from .common import density_axis
 
 DENSITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01, 0.003)
 FORMAT_LABELS = {"scipy_csr": "scipy CSR", "scipy_bsr": "scipy BSR", "torch_csr": "torch sparse CSR",
@@ -75,9 +77,26 @@ def speedup_vs_density(rows, *, family: str = "lenet", layer: str | None = "fc1"
     what = f"LeNet {layer}" if family == "lenet" and layer else family
     fig.suptitle(f"{what}: speed-up of one product over the fastest dense format ({threads} thread(s))", y=1.0)
     fig.tight_layout()
-    cols = ["matrix", "layer", "rows", "cols", "k", "round", "weights", "density", "block_density", "format", "batch",
-            "threads_label", "median_ns", "q25_ns", "q75_ns", "dense_format", "dense_ns", "speedup", "speedup_same_lib"]
+    cols = ["matrix", "family", "layer", "rows", "cols", "k", "round", "weights", "density", "block_density", "format",
+            "batch", "threads_label", "median_ns", "q25_ns", "q75_ns", "dense_format", "dense_ns", "speedup",
+            "speedup_same_lib"]
     return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)
+
+
+def _threads(table) -> str:
+    return ", ".join(f"{t} thread(s)" for t in sorted(set(table["threads_label"].astype(str))))
+
+
+def speedup_vs_density_caption(table) -> str:
+    """Caption of a :func:`speedup_vs_density` figure, from its table."""
+    if set(table["family"]) == {"synthetic"}:
+        return ("Speed-up of one product over the fastest dense format for synthetic square matrices with random "
+                "k x k blocks, against block density; one line per k (line style: matrix size), per format and batch "
+                f"size; {_threads(table)}; medians of interleaved repeats measured in the same run.")
+    shapes = sorted({f"{layer} ({r}x{c})" for layer, r, c in zip(table["layer"], table["rows"], table["cols"])})
+    return (f"Speed-up of one product Y = W X over the fastest dense format (numpy or torch), LeNet {', '.join(shapes)}, "
+            "against density, one line per block size k, per format and batch size; "
+            f"{_threads(table)}; medians of interleaved repeats measured in the same run.")
 
 
 def break_even_density(rows, *, threads: str = "1", group=("family", "layer", "format", "k", "batch")) -> pd.DataFrame:
@@ -133,7 +152,15 @@ def break_even_map(rows, *, family: str = "lenet", layer: str = "fc1", threads: 
         ax.set_ylabel("block size k" if ax is axes[0][0] else "")
     fig.suptitle(f"LeNet {layer}: density below which the format beats dense ({threads} thread(s))", y=1.02)
     fig.tight_layout()
-    return fig, be.reset_index(drop=True)
+    return fig, be.assign(threads_label=threads).reset_index(drop=True)
+
+
+def break_even_map_caption(table) -> str:
+    """Caption of a :func:`break_even_map` figure, from its table."""
+    layers = ", ".join(sorted(set(table["layer"])))
+    return ("Break-even density (below it the sparse format beats the fastest dense format) of one product with "
+            f"LeNet {layers}, per block size k (rows) and batch size (columns), one map per format; {_threads(table)}; "
+            "interpolated on log-log axes between the measured rounds.")
 
 
 def cache_misses(rows):
@@ -170,9 +197,17 @@ def cache_misses(rows):
     layer = df["layer"].iloc[0] if "layer" in df else ""
     fig.suptitle(f"LeNet {layer} y = W x, simulated caches ({df['cache'].iloc[0]}); dotted: dense", y=1.0)
     fig.tight_layout()
-    cols = ["matrix", "fmt", "k", "round", "density", "weights", "rows", "cols", "nnz", "nnz_blocks", "n_products",
+    cols = ["matrix", "layer", "fmt", "k", "round", "density", "weights", "rows", "cols", "nnz", "nnz_blocks", "n_products",
             "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio", "cache", "valgrind"]
     return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)
+
+
+def cache_misses_caption(table) -> str:
+    """Caption of a :func:`cache_misses` figure, from its table."""
+    layers = ", ".join(sorted(set(table["layer"])))
+    return (f"Simulated D1 and LL miss ratios (per data reference) and misses per product of y = W x for LeNet {layers} "
+            "in CSR and BSR against block size k, one line per density (dense, any k: dotted); cachegrind counts of the "
+            f"product kernels only (warm caches; {table['cache'].iloc[0]}).")
 
 
 def storage_vs_density(rows, layer: str = "all"):
@@ -195,6 +230,14 @@ def storage_vs_density(rows, layer: str = "all"):
     ax.legend(fontsize=8, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig, df.reset_index(drop=True)
+
+
+def storage_vs_density_caption(table) -> str:
+    """Caption of a :func:`storage_vs_density` figure, from its table."""
+    what = ("the three LeNet-300-100 weight matrices" if set(table["layer"]) == {"all"}
+            else f"the LeNet-300-100 layer {', '.join(sorted(set(table['layer'])))}")
+    return (f"Bytes of {what} stored dense, as CSR and as BSR (values + int32 indices, BSR with zero-padded edge "
+            "blocks), against total density, one line per block size k.")
 
 
 def model_latency(rows, *, round: int | None = None, threads: str = "1", variants=MODEL_VARIANTS):
@@ -225,3 +268,12 @@ def model_latency(rows, *, round: int | None = None, threads: str = "1", variant
     cols = ["k", "round", "weights", "density", "batch", "threads_label", "variant", "path", "kernel", "median_ns",
             "q25_ns", "q75_ns", "dense_ns", "speedup", "speedup_vs_best_dense", "speedup_vs_lean_dense", "auto_choice"]
     return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)
+
+
+def model_latency_caption(table) -> str:
+    """Caption of a :func:`model_latency` figure, from its table."""
+    batches = " and ".join(str(int(b)) for b in sorted(set(table["batch"])))
+    return (f"Forward latency of the block-pruned LeNet-300-100 at round {int(table['round'].iloc[0])} "
+            f"(~{100 * table['density'].mean():.1f}% density) per block size k: masked model, dense torch models, "
+            "torch/scipy BSR modules (to_bsr_model), per-layer automatic choice, and the lean numpy path "
+            f"(dense/CSR/BSR/auto); batch {batches}; {_threads(table)}; medians of interleaved repeats.")

@@ -1,6 +1,6 @@
 """CIFAR-10 as in-memory uint8 tensors, and batched on-device augmentation.
 
-Data sources, in this order (all under ``DATA_DIR``, see :mod:`.paths`):
+Data sources, in this order (all under ``DATA_DIR``, see :mod:`blockprune_utils.infra.paths`):
 
 1. ``DATA_DIR/cifar-10-batches-py``: torchvision's ``CIFAR10`` (the original data);
    source label ``"CIFAR-10"``;
@@ -14,7 +14,7 @@ The images are decoded once into a uint8 tensor (N, 3, 32, 32), batched with
 ``.pt`` file under ``RESULTS_DIR/cache``.  The whole set stays uint8 (150 MB for the
 50,000 training images), so it fits on a GPU and is augmented there:
 :class:`CifarTransform` is the ``transform(x, train)`` callable that
-:func:`blockprune_utils.train.train` and :func:`~blockprune_utils.train.evaluate`
+:func:`blockprune_utils.train.train` and :func:`blockprune_utils.train.evaluate`
 apply to each minibatch: random crop 32 with zero padding 4 and a random horizontal
 flip (one gather for the whole batch, no per-sample Python), then the authors'
 normalisation.
@@ -22,15 +22,19 @@ normalisation.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
+import tarfile
 import warnings
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .data import Split
-from .paths import data_dir, results_dir
+from ...data import Split
+from ...infra.paths import data_dir, results_dir
+from ...infra.store import atomic_write_bytes
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 MEAN = (0.4914, 0.4822, 0.4465)  # the authors' normalisation (kuangliu's pytorch-cifar values)
@@ -159,22 +163,22 @@ def _load_jpeg(root: Path, train: bool, per_class: int | None, cache: bool) -> S
         try:
             saved = torch.load(path, weights_only=True)
             return Split(saved["x"], saved["y"])
-        except Exception:  # a damaged cache file is simply rebuilt
-            pass
+        except (RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError, pickle.UnpicklingError):
+            pass  # a damaged cache file is simply rebuilt
     files, y = jpeg_files(root, train, per_class)
     if not files:
         raise FileNotFoundError(f"no images under {root / JPEG_DIR / ('train' if train else 'test')}")
     split = Split(decode_images(files), y)
     if path is not None:
-        from .cache import atomic_torch_save
-
-        atomic_torch_save({"x": split.x, "y": split.y, "source": SOURCE_JPEG}, path)
+        buf = io.BytesIO()
+        torch.save({"x": split.x, "y": split.y, "source": SOURCE_JPEG}, buf)
+        atomic_write_bytes(path, buf.getvalue())
     return split
 
 
 def load_cifar10(train: bool = True, root=None, per_class: int | None = None, download: bool = True,
                  cache: bool = True) -> tuple[Split, str]:
-    """One split of CIFAR-10 as a uint8 :class:`~.data.Split` (N, 3, 32, 32), and its source label.
+    """One split of CIFAR-10 as a uint8 :class:`~blockprune_utils.data.Split` (N, 3, 32, 32), and its source label.
 
     ``per_class`` keeps the first that many images of every class (quick runs).
     ``cache`` stores the JPEG decode under ``RESULTS_DIR/cache``."""
@@ -189,7 +193,7 @@ def load_cifar10(train: bool = True, root=None, per_class: int | None = None, do
         raise missing_cifar_error(root)
     try:
         return _load_original(root, train, per_class, download=True), SOURCE_ORIGINAL
-    except Exception as err:  # offline, or a broken mirror
+    except (OSError, RuntimeError, ValueError, tarfile.TarError) as err:  # offline (URLError is an OSError), or a broken mirror
         raise missing_cifar_error(root, err) from None
 
 
@@ -198,7 +202,8 @@ def load_cifar10_splits(train_per_class=None, test_per_class=None, root=None, do
     """Train and test splits and the source label (``"CIFAR-10"`` or ``"CIFAR-10 (JPEG copy)"``)."""
     train, source = load_cifar10(True, root, train_per_class, download, cache)
     test, source_test = load_cifar10(False, root, test_per_class, download, cache)
-    assert source == source_test
+    if source != source_test:
+        raise RuntimeError(f"train split read from {source!r} but test split from {source_test!r}")
     return train, test, source
 
 
@@ -253,7 +258,7 @@ def normalise(x: torch.Tensor, mean=MEAN, std=STD) -> torch.Tensor:
 
 
 class CifarTransform:
-    """``transform(x, train)`` for :func:`~.train.train` and :func:`~.train.evaluate`.
+    """``transform(x, train)`` for :func:`blockprune_utils.train.train` and :func:`~blockprune_utils.train.evaluate`.
 
     ``x`` is a uint8 batch (B, 3, 32, 32) already on the device.  Training batches get
     the random crop (zero padding ``padding``) and horizontal flip, drawn from this

@@ -1,8 +1,8 @@
 """Seaborn plots of the LeNet study, each from the tidy results DataFrame of
-:func:`blockprune_utils.lenet_study.run_study` (results -> DataFrame -> plot).
+:func:`blockprune_utils.studies.lenet.run_study` (results -> DataFrame -> plot).
 
 Every function returns ``(figure, table)``: the matplotlib figure and the tidy
-table it draws, which :func:`blockprune_utils.figures.save_figure` stores as the
+table it draws, which :func:`blockprune_utils.infra.figures.save_figure` stores as the
 figure's CSV.  Accuracies are drawn in percent, densities on a log axis that runs
 from dense (left) to sparse (right); lines are means over seeds, bands +-1 sd.
 """
@@ -15,28 +15,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from .lenet_study import LAYERS, nearest_round
+from ..studies.lenet.summary import LAYERS, nearest_round
+from .common import density_axis
 
-DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
 VARIANT_LABELS = {
     "block": "block pruning + retrain",
     "random_retrain": "random block mask + retrain",
     "random_scratch": "random block mask, trained from scratch",
 }
-
-
-def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)",
-                 ticks=DENSITY_TICKS, margin: float = 1.15) -> None:
-    """A log density axis, dense on the left, with percent ticks from ``ticks``."""
-    ax.set_xscale("log")
-    ticks = [t for t in ticks if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
-    ax.xaxis.set_major_locator(FixedLocator(ticks))
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
-    ax.set_xlim(hi * margin, lo / margin)  # dense on the left, sparse on the right
-    ax.set_xlabel(label)
 
 
 def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
@@ -47,6 +34,19 @@ def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
     ax.axhline(m, color="0.3", ls="--", lw=1, label=f"dense baseline ({m:.2f}%)")
     if s > 0:
         ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
+
+
+def _dense_control_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+    """The dense network retrained as long as the pruned ones (last round): mean ± sd."""
+    ctrl = df[df["variant"] == "dense_control"]
+    if ctrl.empty:
+        return
+    last = ctrl[ctrl["round"] == ctrl["round"].max()][metric] * 100
+    m, s = last.mean(), (last.std() if len(last) > 1 else 0.0)
+    epochs = int(ctrl.groupby("seed")["epochs"].sum().iloc[0])
+    ax.axhline(m, color="tab:green", ls=":", lw=1.2, label=f"dense, +{epochs} epochs (equal training, {m:.2f}%)")
+    if s > 0:
+        ax.axhspan(m - s, m + s, color="tab:green", alpha=0.12, lw=0)
 
 
 def _with_density(df: pd.DataFrame) -> pd.DataFrame:
@@ -67,6 +67,7 @@ def accuracy_vs_density(df: pd.DataFrame, variant: str = "block", ax=None):
     sns.lineplot(data=sub, x="density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
                  errorbar="sd", ax=ax)
     _baseline_band(ax, df)
+    _dense_control_band(ax, df)
     density_axis(ax, sub["density"].min(), sub["density"].max())
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(f"{VARIANT_LABELS.get(variant, variant)}: accuracy vs density")
@@ -95,6 +96,7 @@ def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.02
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.2))
     sns.lineplot(data=sub, x="k", y="acc", hue="at", marker="o", errorbar="sd", ax=ax, palette="rocket")
     _baseline_band(ax, df)
+    _dense_control_band(ax, df)
     ax.set_xticks(sorted(sub["k"].unique()))
     ax.set_xlabel("block size k (1 = fine-grained)")
     ax.set_ylabel("test accuracy (%)")
@@ -138,7 +140,7 @@ def random_controls(df: pd.DataFrame, ks: Sequence[int] | None = None):
 
 def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, title: str = ""):
     """The surviving weights (black) of fc1, fc2, fc3 for each k, from the tidy
-    table of :func:`blockprune_utils.lenet_study.weight_frame`, plus a ``zoom`` x
+    table of :func:`blockprune_utils.studies.lenet.weight_frame`, plus a ``zoom`` x
     ``zoom`` window of fc1 (rows 0.., input columns ``zoom_col``.., i.e. pixels of
     the middle image rows) where single blocks are visible.  Panels are stretched
     to a common height (fc3 is 10 x 100)."""
@@ -194,3 +196,25 @@ def sensitivity(df: pd.DataFrame):
     table = sub.groupby(["layer", "k", "target_density"]).agg(acc_mean=("acc", "mean"), acc_sd=("acc", "std"),
                                                               n_seeds=("seed", "nunique")).reset_index()
     return fig, table
+
+
+def schedule_scan(df: pd.DataFrame):
+    """Validation accuracy of the schedule candidates: the baseline's per epoch (left)
+    and block pruning's per round with each retraining candidate (right)."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    tables = []
+    for ax, variant, x, xlabel in ((axes[0], "baseline_scan", "round", "epoch"),
+                                   (axes[1], "retrain_scan", "round", "pruning round")):
+        sub = df[df["variant"] == variant].assign(acc=lambda d: d["val_acc"] * 100)
+        if sub.empty:
+            ax.set_visible(False)
+            continue
+        sns.lineplot(data=sub, x=x, y="acc", hue="setting", marker="o", markersize=3, ax=ax, palette="deep")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("validation accuracy (%)")
+        ax.legend(title="schedule", fontsize=8, title_fontsize=9)
+        tables.append(sub[["variant", "setting", "round", "k", "val_acc"]])
+    axes[0].set_title("baseline: Adam, candidate schedules")
+    axes[1].set_title("retraining after each round (k = 4, seed 0)")
+    fig.tight_layout()
+    return fig, pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()

@@ -1,0 +1,4 @@
+"""``python -m blockprune_utils.bench``: see :mod:`blockprune_utils.bench.cli`."""
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,206 @@
+"""Simulated cache behaviour of the CSR, BSR and dense products, with valgrind's cachegrind.
+
+What is measured
+----------------
+One sparse (or dense) matrix-vector product ``y += W x`` of a pruned weight, run
+by the very kernels scipy (``csr_matvec`` / ``bsr_matvec`` of its compiled sparse
+tools) and numpy (OpenBLAS ``sgemv``) use.  cachegrind (``valgrind
+--tool=cachegrind --cache-sim=yes``) simulates a two-level data cache and counts,
+per function, the data references (Dr + Dw), the first-level misses (D1mr + D1mw)
+and the last-level misses (DLmr + DLmw).  The simulation is deterministic: the
+same binary on the same input gives the same counts on any host, because the
+cache geometry is fixed (:data:`~.cachegrind.CACHE`) instead of read from the host CPU.
+
+Isolating the product from the interpreter
+------------------------------------------
+A Python process under cachegrind executes ~10^9 instructions just to start and
+import numpy; a LeNet-sized product is ~10^4.  Two runs (N products and 0
+products) could be differenced, but the products would be a part in 10^4 of the
+totals and the two runs must start identically.  cachegrind's own attribution is
+used instead: every data access is charged to the function whose instruction made
+it, and the product kernels (``csr_matvec<int, float>``, ``bsr_matvec<int, float>``,
+OpenBLAS's ``sgemv*``) run nowhere else in the driver
+(:mod:`.cachegrind_driver`).  So the counts charged to those functions, divided by
+the number of products, are exactly the kernel's own references and misses per
+product; the interpreter's call overhead (the same for every format) is left out.
+
+The parent side (:func:`cachesim_rows`) writes the operands of a pruned layer,
+built with :func:`~blockprune_utils.bsr.to_scipy_bsr` / ``to_scipy_csr``, to an
+``.npz`` file, runs the driver under cachegrind and parses its output file.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..bsr import to_scipy_bsr, to_scipy_csr
+from ..bsr.lean import sparsetools_path
+from ..infra.store import Schema
+from ..masks import dense_state_dict
+from . import cachegrind_driver
+from .cachegrind import CACHE, KERNELS, cache_description, parse_cachegrind, per_product
+from .config import WEIGHT_FIELDS, BenchConfig, bench_store, get_config
+from .harness import MACHINE_COLUMNS, all_threads, row_provenance
+from .weights import config_model, weights_tag
+
+CACHE_SCHEMA = Schema(
+    key=("matrix", "format", "n"),
+    values=("family", "layer", "round", "weights", "density", "rows", "cols", "nnz", "nnz_blocks", "k", "fmt",
+            "n_products", "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio",
+            "ll_local_miss_ratio", "kernel_functions", "cache", "valgrind", "method", *MACHINE_COLUMNS),
+)
+METHOD = "cachegrind per-function counts of the product kernel, warm caches"
+
+
+def valgrind_path() -> str | None:
+    """The valgrind executable, or None when it is not installed."""
+    return shutil.which("valgrind")
+
+
+def valgrind_version() -> str | None:
+    exe = valgrind_path()
+    if exe is None:
+        return None
+    try:
+        return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def write_operands(path, weight, k: int, x=None) -> dict:
+    """Write the dense, CSR and BSR (block size k, zero-padded) operands of ``weight``
+    and an input vector to ``path`` (.npz); returns sizes for the result row."""
+    w = torch.as_tensor(weight).detach().float().cpu()
+    bsr = to_scipy_bsr(w, k)
+    csr = to_scipy_csr(w)
+    if x is None:
+        x = np.random.default_rng(0).standard_normal(bsr.shape[1]).astype(np.float32)
+    x = np.asarray(x, dtype=np.float32)
+    if x.shape[0] < bsr.shape[1]:
+        x = np.concatenate([x, np.zeros(bsr.shape[1] - x.shape[0], np.float32)])
+    np.savez(
+        path, x=x, k=np.int64(k), dense=w.numpy(),
+        csr_data=csr.data, csr_indices=csr.indices, csr_indptr=csr.indptr, csr_shape=np.array(csr.shape),
+        bsr_data=bsr.data, bsr_indices=bsr.indices, bsr_indptr=bsr.indptr, bsr_shape=np.array(bsr.shape),
+    )
+    return {"rows": int(w.shape[0]), "cols": int(w.shape[1]), "nnz": int(csr.nnz), "nnz_blocks": int(bsr.indices.size)}
+
+
+def cachegrind_command(npz, fmt: str, n: int, out_file, python: str | None = None) -> list[str]:
+    """The valgrind command line that runs the driver file on one operand file (on
+    Python >= 3.11 with ``-P``: the driver's folder is not put on ``sys.path``)."""
+    cache = [f"--{name}={size},{assoc},{line}" for name, (size, assoc, line) in CACHE.items()]
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    cmd = [valgrind_path() or "valgrind", "--tool=cachegrind", "--cache-sim=yes", *cache,
+           f"--cachegrind-out-file={out_file}", python or sys.executable, *safe_path,
+           str(Path(cachegrind_driver.__file__).resolve()), "--npz", str(npz), "--fmt", fmt, "--n", str(n)]
+    if fmt != "dense":
+        path = sparsetools_path()
+        if path is None:
+            raise RuntimeError("this scipy has no compiled sparse kernels (_sparsetools): no csr/bsr cache simulation")
+        cmd += ["--sparsetools", path]
+    return cmd
+
+
+def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600) -> dict:
+    """Run the driver under cachegrind; per-product counts of the ``fmt`` kernel."""
+    if valgrind_path() is None:
+        raise RuntimeError("valgrind is not installed (apt-get install valgrind): no cache simulation")
+    if n < 1:
+        raise ValueError(f"n must be >= 1 products, got {n}")
+    with tempfile.TemporaryDirectory(prefix="cachesim-") as tmp:
+        out = Path(tmp) / "cachegrind.out"
+        env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run(cachegrind_command(npz, fmt, n, out), capture_output=True, text=True, timeout=timeout, env=env)
+        if proc.returncode != 0 or not out.exists():
+            raise RuntimeError(f"cachegrind run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
+        cg = parse_cachegrind(out.read_text())
+    kernel = cg.select(KERNELS[fmt])
+    if kernel["Ir"] == 0:
+        raise RuntimeError(f"no {fmt} kernel function ({KERNELS[fmt]!r}) in the cachegrind output: is the library stripped?")
+    return {"fmt": fmt, "n_products": n, **per_product(kernel, n), "kernel_functions": "; ".join(cg.matching(KERNELS[fmt]))}
+
+
+@dataclass(frozen=True)
+class CacheCase:
+    """One cachegrind run: a weight matrix (named) in one format; ``meta``: the
+    row's family, layer, round, weights and density."""
+
+    name: str
+    fmt: str
+    weight: object = field(compare=False, repr=False)
+    k: int = 1
+    meta: dict = field(default_factory=dict, compare=False)
+
+
+def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bool = False) -> list[dict]:
+    """Run every :class:`CacheCase` (skipping those ``store``, a ResultStore of
+    :data:`CACHE_SCHEMA`, has) and return one row per case: kernel counts per
+    product, miss ratios, provenance."""
+    version = valgrind_version()
+    prov = row_provenance("cpu")
+    rows: dict[int, dict] = {}
+    todo = []
+    for i, c in enumerate(cases):
+        key = {"matrix": c.name, "format": c.fmt, "n": int(n)}
+        found = store.get(key) if store is not None else None
+        if found is not None:
+            rows[i] = found
+        else:
+            todo.append((i, c, key))
+
+    def one(item):
+        i, c, key = item
+        with tempfile.TemporaryDirectory(prefix="cachesim-ops-") as tmp:
+            npz = Path(tmp) / "ops.npz"
+            sizes = write_operands(npz, c.weight, c.k)
+            res = run_cachegrind(npz, c.fmt, n)
+        values = {**c.meta, **sizes, "k": c.k, **res, "cache": cache_description(), "valgrind": version, "method": METHOD,
+                  **{m: prov[m] for m in MACHINE_COLUMNS}}
+        return i, (store.put(key, values, prov) if store is not None else CACHE_SCHEMA.make(key, values, prov, None))
+
+    if todo:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for i, row in tqdm(pool.map(one, todo), total=len(todo), desc="cachegrind", disable=not progress):
+                rows[i] = row
+    return [rows[i] for i in range(len(cases))]
+
+
+def cache_cases(cfg: BenchConfig) -> list[CacheCase]:
+    """The cachegrind set: LeNet fc1 at ``cache_ks`` x ``cache_rounds`` in CSR and
+    BSR, plus (``cache_dense``) one dense run (dense work does not depend on the pattern)."""
+    cases = []
+    for k in cfg.cache_ks:
+        for r in cfg.cache_rounds:
+            model, source = config_model(cfg, k, r)
+            w = dense_state_dict(model)["fc1.weight"].float()
+            meta = {"family": "lenet", "layer": "fc1", "round": int(r), "weights": source,
+                    "density": float(torch.count_nonzero(w)) / w.numel()}
+            name = f"lenet-fc1-k{k}-r{r}-{weights_tag(source)}"
+            for fmt in ("csr", "bsr"):
+                cases.append(CacheCase(name, fmt, w, int(k), meta))
+            if cfg.cache_dense and not any(c.fmt == "dense" for c in cases):
+                cases.append(CacheCase(name, "dense", w, int(k), meta))
+    return cases
+
+
+def cache_rows(cfg: BenchConfig | str = "quick", *, progress: bool = False, store_root=None,
+               workers: int | None = None) -> list[dict]:
+    """cachegrind rows of the profile's cases, read from the ``bench_cache`` store
+    or simulated (empty when valgrind is not installed)."""
+    cfg = get_config(cfg)
+    if valgrind_path() is None:
+        return []
+    store = bench_store("bench_cache", cfg, CACHE_SCHEMA, store_root, fields=WEIGHT_FIELDS, cache=CACHE, kernels=KERNELS)
+    return cachesim_rows(cache_cases(cfg), n=cfg.cache_products, workers=workers or min(2, all_threads()), store=store,
+                         progress=progress)

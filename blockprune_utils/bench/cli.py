@@ -1,0 +1,93 @@
+"""The command line of the benchmark: ``python -m blockprune_utils.bench [--quick]``."""
+from __future__ import annotations
+
+import argparse
+import time
+
+import pandas as pd
+
+from ..bsr import lean_kernel
+from .cachesim import cache_rows, valgrind_path
+from .config import PROFILES, get_config
+from .gpu import gpu_rows
+from .harness import blas_control, machine
+from .models import model_rows
+from .products import matrix_rows
+from .storage import storage_rows
+from .tables import frame, gpu_table, model_table, speedup_summary, speedup_table, storage_table
+
+PARTS = ("matrices", "models", "storage", "cache")
+CACHE_COLUMNS = ["matrix", "fmt", "k", "density", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio"]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m blockprune_utils.bench",
+                                description="BSR speed benchmark: when does block sparsity pay, and by how much.")
+    p.add_argument("--quick", action="store_true", help="the quick profile (small, a minute or two)")
+    p.add_argument("--profile", choices=sorted(PROFILES), help="profile name (default: paper, or quick with --quick)")
+    p.add_argument("--out", help="write every result row to this CSV (one file; a 'part' column tells which study)")
+    p.add_argument("--gpu", action="store_true", help="also time torch dense vs BSR on CUDA (skipped without a GPU)")
+    p.add_argument("--only", default=",".join(PARTS), help=f"comma list of parts: {', '.join(PARTS)} (default: all)")
+    p.add_argument("--rerun", action="store_true", help="measure again, overwriting cached rows")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    """Run the chosen parts of the benchmark and print their tables; returns the exit status."""
+    a = parser().parse_args(argv)
+    profile = a.profile or ("quick" if a.quick else "paper")
+    cfg = get_config(profile)
+    parts = set(a.only.split(","))
+    progress = not a.no_progress
+    pd.set_option("display.width", 200)
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.max_rows", 400)
+    t0 = time.perf_counter()
+    kernels = "sparsetools (direct)" if lean_kernel() == "sparsetools" else "scipy.sparse @"
+    print(f"profile {profile}; {machine()}; numpy BLAS threads via {blas_control()}; scipy kernels: {kernels}")
+    frames = []
+    if "matrices" in parts:
+        rows = matrix_rows(cfg, progress=progress, rerun=a.rerun)
+        frames.append(frame(rows).assign(part="matrices"))
+        bad = [r for r in rows if not r["ok"]]
+        for thr in sorted({r["threads_label"] for r in rows}):
+            print(f"\nspeed-up over the best dense format (threads={thr}; >1 = faster than dense):")
+            print(speedup_table(rows, threads=thr).to_string())
+        if bad:
+            print(f"\n{len(bad)} format(s) failed: " + "; ".join(f"{r['matrix']} {r['format']}: {r['error']}" for r in bad[:10]))
+    if "models" in parts:
+        rows = model_rows(cfg, progress=progress, rerun=a.rerun)
+        frames.append(frame(rows).assign(part="models"))
+        last = max(cfg.model_rounds)
+        for thr in sorted({r["threads_label"] for r in rows}):
+            print(f"\nwhole-model forward latency, µs (threads={thr}):")
+            print(model_table(rows, threads=thr).to_string())
+            for b in cfg.model_batches:
+                summary = speedup_summary(rows, round=last, batch=b, threads=thr)
+                print(f"\nwhole-model speed-up (round {last}, batch {b}, threads={thr}): dense / fastest block-sparse forward")
+                print(summary.to_string(index=False))
+    if "storage" in parts:
+        rows = storage_rows(cfg)
+        frames.append(frame(rows).assign(part="storage"))
+        print("\nstorage of the three LeNet layers, bytes:")
+        print(storage_table(rows).to_string())
+    if "cache" in parts:
+        if valgrind_path() is None:
+            print("\nvalgrind is not installed: no cache simulation (apt-get install valgrind)")
+        else:
+            rows = cache_rows(cfg, progress=progress)
+            frames.append(frame(rows).assign(part="cache"))
+            print("\ncachegrind, per product (warm caches):")
+            print(frame(rows)[CACHE_COLUMNS].round(4).to_string(index=False))
+    if a.gpu:
+        rows = gpu_rows(cfg, progress=progress, rerun=a.rerun)
+        if rows:
+            frames.append(frame(rows).assign(part="gpu"))
+            print("\nGPU speed-up of BSR over dense (same dtype):")
+            print(gpu_table(rows).to_string())
+    if a.out and frames:
+        pd.concat(frames, ignore_index=True).to_csv(a.out, index=False)
+        print(f"\nrows written to {a.out}")
+    print(f"\ndone in {time.perf_counter() - t0:.0f} s")
+    return 0

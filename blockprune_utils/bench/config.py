@@ -1,0 +1,99 @@
+"""What a benchmark run measures: :class:`BenchConfig`, its named profiles, the
+names of the formats and model variants, and the result stores of the row families."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..infra.store import ResultStore, Schema
+from ..studies.base import get_profile
+from .harness import machine
+
+BENCH_VERSION = 2  # bump when the meaning of a row changes
+LAYERS = ("fc1", "fc2", "fc3")
+FORMATS = ("numpy_dense", "torch_dense", "scipy_csr", "scipy_bsr", "torch_csr", "torch_bsr")
+DENSE_FORMATS = ("numpy_dense", "torch_dense")
+SPARSE_FORMATS = tuple(f for f in FORMATS if f not in DENSE_FORMATS)
+FORMAT_LIB = {f: f.split("_")[0] for f in FORMATS}
+GPU_FORMATS = ("cuda_dense_fp32", "cuda_bsr_fp32", "cuda_dense_bf16", "cuda_bsr_bf16")
+MODEL_VARIANTS = ("masked", "torch_plain", "torch_dense", "torch_bsr", "scipy_bsr", "module_auto",
+                  "lean_dense", "lean_csr", "lean_bsr", "lean_auto")
+DENSE_VARIANTS = ("masked", "torch_plain", "torch_dense", "lean_dense")
+SPARSE_VARIANTS = ("torch_bsr", "scipy_bsr", "module_auto", "lean_bsr", "lean_auto")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What one benchmark run measures.  ``threads``: 1 and/or 0 (= all cores).
+    ``budget_s`` is the timing budget per (format, group); repeats are adapted to it
+    within [min_repeats, max_repeats].  ``lenet_profile`` names the LeNet study
+    profile whose trained, pruned models are used when its store has them (None: the
+    untrained fallback only)."""
+
+    profile: str
+    dataset: str = "mnist"
+    seed: int = 0
+    lenet_profile: str | None = "paper"
+    ks: tuple = (1, 2, 3, 4, 5, 6)
+    rounds: tuple = tuple(range(1, 17))
+    layers: tuple = LAYERS
+    batches: tuple = (1, 64, 256)
+    threads: tuple = (1, 0)
+    formats: tuple = FORMATS
+    synthetic_sizes: tuple = (1024, 4096)
+    synthetic_ks: tuple = (2, 4, 8)
+    synthetic_densities: tuple = (0.25, 0.1, 0.04, 0.01)
+    synthetic_batches: tuple = (1, 64)
+    synthetic_batch_max_n: int = 1024  # batches > 1 only for matrices up to this size (4096^2 x 64 is slow)
+    model_ks: tuple = (1, 2, 3, 4, 5, 6)
+    model_rounds: tuple = (1, 6, 11, 16)
+    model_batches: tuple = (1, 256)
+    model_threads: tuple = (1, 0)
+    cache_ks: tuple = (2, 4, 6)
+    cache_rounds: tuple = (6, 11, 16)
+    cache_products: int = 20
+    cache_dense: bool = True
+    budget_s: float = 0.006
+    min_repeats: int = 5
+    max_repeats: int = 60
+    min_sample_s: float = 20e-6
+    version: int = BENCH_VERSION
+
+    @property
+    def all_rounds(self) -> tuple:
+        """Every round any part of the run needs (one pruning pass per k serves all)."""
+        return tuple(sorted(set(self.rounds) | set(self.model_rounds) | set(self.cache_rounds)))
+
+
+PROFILES: dict[str, BenchConfig] = {
+    "paper": BenchConfig(profile="paper"),
+    "quick": BenchConfig(
+        profile="quick", lenet_profile="quick", ks=(2, 4), rounds=(1, 8, 16), layers=("fc1", "fc2"),
+        batches=(1, 64), threads=(1,), synthetic_sizes=(1024,), synthetic_ks=(4,),
+        synthetic_densities=(0.1, 0.01), synthetic_batches=(1,), model_ks=(2, 4), model_rounds=(16,),
+        model_batches=(1, 256), model_threads=(1,), cache_ks=(4,), cache_rounds=(16,), cache_products=10, cache_dense=False,
+        budget_s=0.004, min_repeats=3, max_repeats=40,
+    ),
+}
+
+
+def get_config(profile: str | BenchConfig, **overrides) -> BenchConfig:
+    """The named profile (or ``profile`` itself), with ``overrides`` replacing fields."""
+    cfg = get_profile(PROFILES, profile, "bench profile")
+    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+
+# What a stored row's meaning depends on, per store.  The sweep axes (k, rounds,
+# layers, batches, threads, formats, sizes) are not here: they are in the row keys,
+# so a profile that adds a k or a batch size reuses every row it shares with another.
+TIMING_FIELDS = ("dataset", "seed", "lenet_profile", "budget_s", "min_repeats", "max_repeats", "min_sample_s", "version")
+WEIGHT_FIELDS = ("dataset", "seed", "lenet_profile", "version")
+
+
+def bench_store(study: str, cfg: BenchConfig, schema: Schema, root=None, *, fields=TIMING_FIELDS,
+                per_machine: bool = True, **extra) -> ResultStore:
+    """The store of one row family: its config hash covers ``fields`` of ``cfg``,
+    ``extra`` and (``per_machine``) the machine (CPU model, cores, library versions),
+    so timings from another machine are never reused."""
+    config = {"bench": {f: getattr(cfg, f) for f in fields}, **({"machine": machine()} if per_machine else {}), **extra}
+    return ResultStore(study, config, schema, root=root)

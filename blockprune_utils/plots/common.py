@@ -1,0 +1,18 @@
+"""Axis helpers shared by the plots of every study."""
+from __future__ import annotations
+
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
+
+
+def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)",
+                 ticks=DENSITY_TICKS, margin: float = 1.15) -> None:
+    """A log density axis, dense on the left, with percent ticks from ``ticks``."""
+    ax.set_xscale("log")
+    ticks = [t for t in ticks if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
+    ax.set_xlim(hi * margin, lo / margin)  # dense on the left, sparse on the right
+    ax.set_xlabel(label)

@@ -1,0 +1,127 @@
+"""The skeleton every study is declared on.
+
+A study is
+
+* a **profile table**: named, frozen configurations (``quick`` for tests, ``paper``
+  for the full study, ...), looked up with :func:`get_profile`;
+* a frozen **run configuration** (a dataclass) whose hash names its
+  :class:`~blockprune_utils.infra.store.ResultStore` folder, and a declared
+  :class:`~blockprune_utils.infra.store.Schema` of its rows;
+* **tasks**: independent units of work (:class:`Task`), each a module-level function
+  of plain arguments that writes its rows to the store and skips what is there; a
+  task names the tasks it needs first (a seed's baseline before its pruning runs).
+  :mod:`blockprune_utils.sweep` runs the tasks in-process or on a Dask cluster.
+
+:func:`resumable_rounds` is the prune -> retrain loop of a study, on top of
+:func:`~blockprune_utils.schedule.prune_retrain`: one row per round, and after every
+round one checkpoint (model, pruner, data-order generator, row) from which a killed
+run resumes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from ..infra.store import ResultStore
+from ..masks import compact_state_dict, load_masked_state_dict
+from ..schedule import BlockPruner, prune_retrain
+
+
+def get_profile(table: Mapping[str, Any], profile, kind: str = "profile"):
+    """``table[profile]`` (or ``profile`` itself when it is already a profile object)."""
+    if not isinstance(profile, str):
+        return profile
+    if profile not in table:
+        raise ValueError(f"unknown {kind} {profile!r}; choose one of {sorted(table)}")
+    return table[profile]
+
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of a sweep.  ``fn(*args)`` computes what the store lacks and returns
+    the number of rows it holds when done; ``deps`` are names of tasks that must have
+    finished first; ``cost`` is a rough relative cost (epochs), used to start long
+    tasks first and for the progress bar's estimate."""
+
+    name: str
+    fn: Callable[..., int]
+    args: tuple = ()
+    deps: tuple = ()
+    cost: float = 1.0
+
+
+def checkpoint(model: nn.Module, round: int, row: Mapping | None = None, pruner: BlockPruner | None = None,
+               generator: torch.Generator | None = None) -> dict:
+    """The one checkpoint format of the studies."""
+    return {"round": int(round), "model": compact_state_dict(model), "row": dict(row) if row is not None else None,
+            "pruner": pruner.state_dict() if pruner is not None else None,
+            "generator": generator.get_state() if generator is not None else None}
+
+
+def restore(ckpt: Mapping, model: nn.Module, pruner: BlockPruner | None = None,
+            generator: torch.Generator | None = None) -> nn.Module:
+    """Load a :func:`checkpoint` into ``model`` (and the pruner and generator)."""
+    load_masked_state_dict(model, ckpt["model"])
+    if pruner is not None and ckpt.get("pruner") is not None:
+        pruner.load_state_dict(ckpt["pruner"])
+    if generator is not None and ckpt.get("generator") is not None:
+        generator.set_state(ckpt["generator"])
+    return model
+
+
+@dataclass
+class RoundsRun:
+    """A resumable prune -> retrain run: ``rounds`` rounds, the row of round r stored
+    under ``key_of(r)``, the latest checkpoint under ``run_key`` (and, with
+    ``snapshots``, one per round under ``run_key`` + ``round``)."""
+
+    store: ResultStore
+    run_key: dict
+    key_of: Callable[[int], dict]
+    prov: Mapping
+    rounds: int
+    snapshots: bool = False
+    keys: list = field(init=False)
+
+    def __post_init__(self):
+        self.keys = [self.key_of(r) for r in range(1, self.rounds + 1)]
+
+    def done(self) -> bool:
+        return all(self.store.has(key) for key in self.keys)
+
+    def snapshot_key(self, round: int) -> dict:
+        return {**self.run_key, "round": int(round), "kind": "snapshot"}
+
+
+def resumable_rounds(run: RoundsRun, model: nn.Module, pruner: BlockPruner,
+                     retrain: Callable[[nn.Module, int], Any],
+                     row_of: Callable[[int, nn.Module, Any], Mapping],
+                     generator: torch.Generator | None = None) -> int:
+    """Run the rounds of ``run`` that are not finished; returns the rounds done now.
+
+    ``retrain(model, r)`` runs after round r's pruning step (it may evaluate the
+    pruned model first) and returns what ``row_of(r, model, result)`` needs to make
+    the row's values.  The model must start as the unpruned one; a checkpoint of the
+    run, when there is one, replaces it and the pruner's and generator's state."""
+    if run.done():
+        return 0
+    ckpt = run.store.load_checkpoint(run.run_key)
+    if ckpt is not None:
+        restore(ckpt, model, pruner, generator)
+        if not run.store.has(run.keys[ckpt["round"] - 1]):  # killed between checkpoint and row
+            run.store.put(run.keys[ckpt["round"] - 1], ckpt["row"], run.prov)
+    start = pruner.round
+
+    def on_round(r: int, m: nn.Module, result) -> None:
+        values = row_of(r, m, result)
+        ck = checkpoint(m, r, values, pruner, generator)
+        if run.snapshots:
+            run.store.save_checkpoint(run.snapshot_key(r), ck)
+        run.store.save_checkpoint(run.run_key, ck)
+        run.store.put(run.keys[r - 1], values, run.prov)
+
+    prune_retrain(model, pruner, run.rounds, retrain, on_round)
+    return run.rounds - start

@@ -1,0 +1,82 @@
+"""The ResNet18 / CIFAR-10 study from end to end: :func:`run_study` sets up the
+device, runs (or reads from the store) the baseline and the experiments of a
+profile, and exports their rows after every round."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from ...infra.paths import results_dir
+from .config import EXPERIMENTS, STUDY, with_axes
+from .device import setup_device
+from .export import StudyResult, export_head_blocks, export_rows, head_blocks_frame, rows_frame
+from .runs import Run, baseline, plan, run_experiment
+
+
+def study_rows(run: Run, experiments) -> list[dict]:
+    """The stored rows of ``experiments`` for the profile's seeds and block sizes."""
+    out = []
+    for e in experiments:
+        pl = plan(run.p, e)
+        out += [r for r in run.store(e).rows() if r["seed"] in run.p.seeds and r["k"] in pl.ks]
+    return out
+
+
+def head_blocks(run: Run) -> Optional[pd.DataFrame]:
+    """The surviving head blocks of every seed's A run at its latest checkpoint (None
+    when there is no checkpoint yet)."""
+    k = run.p.a.k
+    frames = []
+    for seed in run.p.seeds:
+        ck = run.store("A").load_checkpoint({"experiment": "A", "k": k, "seed": seed})
+        if ck is not None:
+            frames.append(head_blocks_frame(ck["model"], k, ck["round"], seed))
+    return pd.concat(frames, ignore_index=True) if frames else None
+
+
+def expected_rows(run: Run, experiments) -> int:
+    """How many rows the finished experiments have (round 0 included)."""
+    return sum(len(run.p.seeds) * len(pl.ks) * (1 + pl.rounds) for pl in (plan(run.p, e) for e in experiments))
+
+
+def run_study(profile="quick", experiments=EXPERIMENTS, *, seeds=None, ks=None, device="auto", data=None,
+              out_dir=None, budget_s: Optional[float] = None, download: bool = True,
+              log: Callable[[str], None] = print, results_root=None) -> StudyResult:
+    """Run (or read from the store) the experiments of a profile; returns their rows.
+
+    ``seeds``/``ks`` override the profile's (B's block sizes are a row axis: rows of
+    other ks stay stored and are left out here).  ``data`` = (train, test, source)
+    skips loading.  ``out_dir`` (default ``RESULTS_DIR/cifar/export``) receives the
+    exports, rewritten after every round.  ``budget_s``: start no pruning round that
+    would end past that many seconds; the result is then incomplete, and the same
+    call resumes it."""
+    p = with_axes(profile, seeds, ks)
+    experiments = tuple(experiments)
+    bad = [e for e in experiments if e not in EXPERIMENTS]
+    if bad or not experiments:
+        raise ValueError(f"experiments must be a non-empty subset of {EXPERIMENTS}, got {experiments}")
+    run = Run(p, setup_device(device), data=data, budget_s=budget_s, download=download, log=log,
+              results_root=results_root)
+    run.log(f"device {run.prov['device']}, torch {run.prov['torch']}, experiments {experiments}, seeds {list(p.seeds)}")
+    out_dir = Path(out_dir) if out_dir is not None else results_dir() / STUDY / "export"
+    tag = experiments[0] if len(experiments) == 1 else "all"
+
+    def export() -> list[Path]:
+        return export_rows(study_rows(run, experiments), out_dir, p.name, tag)
+
+    for seed in p.seeds:
+        base = baseline(run, seed)
+        for e in experiments:
+            if not run.budget.stopped:
+                run_experiment(run, e, base, on_round=export)
+    files = export()
+    blocks = head_blocks(run) if "A" in experiments else None
+    path = export_head_blocks(blocks, out_dir, p.name)
+    files += [path] if path is not None else []
+    rows = rows_frame(study_rows(run, experiments))
+    expected = expected_rows(run, experiments)
+    complete = len(rows) == expected
+    run.log(f"{len(rows)}/{expected} rows{'' if complete else ' (incomplete)'}; wrote {', '.join(str(f) for f in files)}")
+    return StudyResult(rows=rows, head_blocks=blocks, profile=p.name, complete=complete, files=files)
