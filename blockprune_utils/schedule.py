@@ -116,12 +116,16 @@ class BlockPruner:
 
 def prune_retrain(model: nn.Module, pruner: BlockPruner, rounds: int,
                   retrain: Callable[[nn.Module, int], Any] | None = None,
-                  on_round: Callable[[int, nn.Module, Any], None] | None = None) -> nn.Module:
+                  on_round: Callable[[int, nn.Module, Any], None] | None = None,
+                  proceed: Callable[[int], bool] | None = None) -> nn.Module:
     """Iterative block pruning: from the pruner's current round up to ``rounds``,
     prune one round (``pruner.step``), then ``retrain(model, round)``, then
     ``on_round(round, model, retrain_result)`` (record a row, save a checkpoint).
-    Rounds are numbered from 1; round 0 is the unpruned model."""
+    Rounds are numbered from 1; round 0 is the unpruned model.  ``proceed(round)``,
+    asked before each round, can stop the loop early (a time budget, a partial run)."""
     for r in range(pruner.round + 1, rounds + 1):
+        if proceed is not None and not proceed(r):
+            break
         pruner.step(model)
         result = retrain(model, r) if retrain is not None else None
         if on_round is not None:

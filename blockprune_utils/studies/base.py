@@ -99,13 +99,15 @@ class RoundsRun:
 def resumable_rounds(run: RoundsRun, model: nn.Module, pruner: BlockPruner,
                      retrain: Callable[[nn.Module, int], Any],
                      row_of: Callable[[int, nn.Module, Any], Mapping],
-                     generator: torch.Generator | None = None) -> int:
+                     generator: torch.Generator | None = None,
+                     proceed: Callable[[int], bool] | None = None) -> int:
     """Run the rounds of ``run`` that are not finished; returns the rounds done now.
 
     ``retrain(model, r)`` runs after round r's pruning step (it may evaluate the
     pruned model first) and returns what ``row_of(r, model, result)`` needs to make
     the row's values.  The model must start as the unpruned one; a checkpoint of the
-    run, when there is one, replaces it and the pruner's and generator's state."""
+    run, when there is one, replaces it and the pruner's and generator's state.
+    ``proceed(r)``, asked before round r, can stop the run early; it resumes later."""
     if run.done():
         return 0
     ckpt = run.store.load_checkpoint(run.run_key)
@@ -123,5 +125,5 @@ def resumable_rounds(run: RoundsRun, model: nn.Module, pruner: BlockPruner,
         run.store.save_checkpoint(run.run_key, ck)
         run.store.put(run.keys[r - 1], values, run.prov)
 
-    prune_retrain(model, pruner, run.rounds, retrain, on_round)
-    return run.rounds - start
+    prune_retrain(model, pruner, run.rounds, retrain, on_round, proceed)
+    return pruner.round - start

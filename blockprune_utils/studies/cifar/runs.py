@@ -27,11 +27,9 @@ so a killed run resumes where it stopped (:func:`~blockprune_utils.studies.base.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import time
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torchvision
@@ -217,26 +215,6 @@ def start_model(pl: Plan, base: Baseline) -> ResNet18Cifar:
     return model
 
 
-class _Pause(Exception):
-    """Stops a pruning run before a round: it has reached the round asked for, or the
-    time budget has no room for another round.  Nothing of that round has happened."""
-
-
-class _PausingPruner(BlockPruner):
-    """A :class:`BlockPruner` that raises :class:`_Pause` instead of pruning past
-    round ``upto``, or when ``fits()`` says a round no longer fits the time budget."""
-
-    def __init__(self, k: int, rates: dict, upto: int, fits: Callable[[], bool]):
-        super().__init__(k, rates)
-        self.upto, self.fits = upto, fits
-
-    def step(self, model):
-        if self.round >= self.upto or not self.fits():
-            raise _Pause
-        self.started = time.perf_counter()  # the round's wall time starts with its pruning step
-        return super().step(model)
-
-
 def prune_run(run: Run, pl: Plan, k: int, base: Baseline, upto: int) -> None:
     """Bring the pruning run (experiment, k, seed) to round ``upto``: resume from its
     checkpoint (or start from the baseline), then prune and retrain each missing
@@ -247,7 +225,7 @@ def prune_run(run: Run, pl: Plan, k: int, base: Baseline, upto: int) -> None:
         return
     model = start_model(pl, base)
     layers = list(pl.rates)
-    # The run spans all its rounds, so any checkpoint of it resumes; the pruner stops it after round ``upto``.
+    # The run spans all its rounds, so any checkpoint of it resumes; ``proceed`` stops it after round ``upto``.
     rr = RoundsRun(store, {"experiment": e, "k": int(k), "seed": int(seed)}, lambda r: row_key(e, k, r, seed),
                    run.prov, pl.rounds)
 
@@ -258,16 +236,20 @@ def prune_run(run: Run, pl: Plan, k: int, base: Baseline, upto: int) -> None:
 
     def row_of(r, m, result) -> dict:
         acc_pruned, hist = result
-        wall = time.perf_counter() - pruner.started
+        wall = time.perf_counter() - started[0]
         run.budget.spent(e, wall)
         v = run.values(m, layers, hist=hist, acc_pruned=acc_pruned, wall_s=wall)
         run.log(f"{e} k={k} seed {seed} round {r}: density {v['density']:.3%} | acc pruned {acc_pruned:.4f} "
                 f"-> retrained {v['test_acc']:.4f} | {wall:.1f} s")
         return v
 
-    pruner = _PausingPruner(k, pl.rates, upto, lambda: run.budget.allows(e))
-    with contextlib.suppress(_Pause):
-        resumable_rounds(rr, model, pruner, retrain, row_of)
+    started = [0.0]
+
+    def proceed(r: int) -> bool:  # stop after round ``upto``, or when the next round does not fit the budget
+        started[0] = time.perf_counter()  # the round's wall time starts with its pruning step
+        return r <= upto and run.budget.allows(e)
+
+    resumable_rounds(rr, model, BlockPruner(k, pl.rates), retrain, row_of, proceed=proceed)
 
 
 def run_experiment(run: Run, experiment: str, base: Baseline, on_round=None) -> None:

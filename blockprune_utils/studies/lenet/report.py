@@ -11,7 +11,7 @@ import pandas as pd
 
 from ...infra.figures import save_table
 from .config import DATASETS, PROFILES, lenet_profile
-from .study import cached_frame
+from .study import authors_frame, cached_frame
 from .summary import compact_summary, summary_table
 
 SOURCE = "blockprune_utils/studies/lenet/report.py"
