@@ -1,18 +1,19 @@
 """Whole-model sparse forward of a pruned MLP in one compiled (numba) call.
 
-:class:`NumbaMLP` runs ``Linear -> ReLU -> ... -> Linear`` (LeNet-300-100:
-fc1, fc2, fc3) with the BSR or CSR kernels of :mod:`.kernels`; every layer,
-bias and ReLU (between layers, none after the last) happens inside ONE call of
-a compiled function, so the Python cost per forward is one dispatch.
+:class:`NumbaMLP` runs ``Linear -> ReLU -> ... -> Linear`` (LeNet-300-100: fc1,
+fc2, fc3) with the BSR or CSR kernels of :mod:`.kernels`: every layer, bias and
+ReLU (between layers, none after the last) runs inside ONE call of a compiled
+function, so a forward costs one numba dispatch plus a dict lookup in Python.
 
-To keep that dispatch cheap the model is packed into two flat arrays: ``wf``
-(float32: every layer's values, then its bias) and ``wi`` (int32: a header of
-offsets, then every layer's indices and indptr).  Activations live in one
-preallocated float32 array per batch size (built on first use, like
-``LeanMLP``): the transposed input (features, batch), two hidden buffers used
-in turn, and the output.  At batch 1 the first layer reads the caller's row
-directly (no copy).  Shapes that k does not divide are exact: the kernels never
-read or write beyond a layer's real (unpadded) sizes.
+The model is packed into flat arrays - ``wi`` (int32: a header of offsets, then
+every layer's indices and indptr) and ``wf`` (float32: every layer's values,
+then its bias) - and, per batch size, copied into one float32 buffer (``wi`` as
+int32 bits, ``wf``, then the activations) built on first use: the compiled
+forward takes just ``(x, buf)``, the fewest arrays to unbox per call.  Batched,
+the input is transposed into the (features, batch) layout with 8 x 8 vector
+tiles and the output transposed back; at batch 1 the first layer reads the
+caller's row directly.  Shapes that k does not divide are exact: the kernels
+never read or write beyond a layer's real (unpadded) sizes.
 """
 from __future__ import annotations
 
@@ -23,88 +24,105 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from numba import njit, types
 from llvmlite import ir
+from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, overload
 from torch import nn
 
 from ..masks import dense_state_dict
 from . import kernels
-from .kernels import FORMATS, kernel_arrays, layer_product
+from .kernels import FORMATS, bsr_kernel, kernel_arrays
 
 LAYERS = ("fc1", "fc2", "fc3")
-_HEAD = 2  # wi[0] = number of layers, wi[1] = largest hidden size; then 8 ints per layer
+_HEAD = 4  # wi[:4] = number of layers, largest hidden size, len(wi), len(wf); then 8 ints per layer
 _META = 8  # rows of indptr, nnz(b), data offset, indices offset, indptr offset, bias offset, n_in, n_out
 _F32 = np.dtype(np.float32)
 # the compiled forwards embed the kernels: a change of kernels.py must invalidate their disk cache too
 _KERNELS_SOURCE = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()[:16]
 
 
-def _fused_layer(code, l, wf, wi, src, dst, relu):
-    """Layer ``l`` of a packed model, ``dst = W src + b`` (then ReLU if ``relu``);
-    numba-compiled code only, the kernel is chosen at compile time from the literal
-    ``code`` (see :func:`.kernels.layer_product`)."""
-    raise TypeError("_fused_layer can only be called from numba-compiled code")
+def layer_product(code, data, indices, indptr, x, y, bias, relu):
+    """Run a kernel from numba-compiled code, chosen at compile time by the literal
+    ``code = k + 16 * parallel`` (k = 1: CSR) and by ``x.ndim``; ``data`` is flat
+    (nnzb * k * k,).  Referring to the kernels through this overload, rather than
+    holding their dispatchers in closures, keeps numba's disk cache keys deterministic."""
+    raise TypeError("layer_product can only be called from numba-compiled code")
 
 
-@overload(_fused_layer, prefer_literal=True)
-def _fused_layer_impl(code, l, wf, wi, src, dst, relu):
+@overload(layer_product, prefer_literal=True)
+def _layer_product(code, data, indices, indptr, x, y, bias, relu):
     if not isinstance(code, types.IntegerLiteral):
         return None
-    kk = code.literal_value % 16
+    k, parallel = code.literal_value % 16, code.literal_value >= 16
+    kernel = bsr_kernel(k, x.ndim == 2, parallel)
+    if k == 1:
+        return lambda code, data, indices, indptr, x, y, bias, relu: kernel(data, indices, indptr, x, y, bias, relu)
+    return lambda code, data, indices, indptr, x, y, bias, relu: kernel(data.reshape((data.shape[0] // (k * k), k, k)),
+                                                                        indices, indptr, x, y, bias, relu)
 
-    def impl(code, l, wf, wi, src, dst, relu):
-        m = _HEAD + _META * l
-        rows, nnz, doff, ioff = np.int64(wi[m]), np.int64(wi[m + 1]), np.int64(wi[m + 2]), np.int64(wi[m + 3])
-        poff, boff, n_out = np.int64(wi[m + 4]), np.int64(wi[m + 5]), np.int64(wi[m + 7])
-        data = wf[doff: doff + nnz * kk * kk]
-        layer_product(code, data if kk == 1 else data.reshape((nnz, kk, kk)), wi[ioff: ioff + nnz],
-                      wi[poff: poff + rows + 1], src, dst, wf[boff: boff + n_out], relu)
 
-    return impl
+@njit(cache=True, nogil=True)
+def _layer_arrays(n, wf, wi):
+    """(values (flat), indices, indptr, bias) of layer ``n`` of a packed model."""
+    m = _HEAD + _META * n
+    rows, nnz, doff, ioff = np.int64(wi[m]), np.int64(wi[m + 1]), np.int64(wi[m + 2]), np.int64(wi[m + 3])
+    poff, boff, n_out = np.int64(wi[m + 4]), np.int64(wi[m + 5]), np.int64(wi[m + 7])
+    return wf[doff: boff], wi[ioff: ioff + nnz], wi[poff: poff + rows + 1], wf[boff: boff + n_out]
+
+
+def fused_kernel(fmt: str, k: int, batched: bool, parallel: bool):
+    """The compiled whole-model forward ``(x, buf)`` for one format and k: ``x``
+    (batch, n_in) float32 (batch 1 when not ``batched``), ``buf`` a plan's buffer
+    (see :class:`NumbaMLP`).  CSR and BSR with k = 1 share one compiled function."""
+    return _fused_kernel(k if fmt == "bsr" else 1, bool(batched), bool(parallel))
 
 
 @functools.lru_cache(maxsize=None)
-def fused_kernel(fmt: str, k: int, batched: bool, parallel: bool):
-    """The compiled whole-model forward ``(x, wf, wi, work)`` for one format and k:
-    ``x`` (batch, n_in) float32 (batch 1 when not ``batched``)."""
-    kk = k if fmt == "bsr" else 1
-    code = kk + 16 * bool(parallel)  # picks the layer kernel at compile time
-    tag = (fmt, kk, batched, bool(parallel), _KERNELS_SOURCE)  # closure cells: numba's disk cache keys on them
+def _fused_kernel(kk: int, batched: bool, parallel: bool):
+    code = kk + 16 * parallel  # picks the layer kernel at compile time
+    tag = (kk, batched, parallel, _KERNELS_SOURCE)  # closure cells: numba's disk cache keys on them
 
     if not batched:
         @njit(cache=True, nogil=True)
-        def forward1(x, wf, wi, work):
+        def forward1(x, buf):
             _ = tag
-            n_layers, size = np.int64(wi[0]), np.int64(wi[1])
+            wi = buf.view(np.int32)
+            n_layers, size, ni, nf = np.int64(wi[0]), np.int64(wi[1]), np.int64(wi[2]), np.int64(wi[3])
+            wf, work = buf[ni: ni + nf], buf[ni + nf:]
             n_out = np.int64(wi[_HEAD + 7])
-            _fused_layer(code, 0, wf, wi, np.ascontiguousarray(x[0]), work[2 * size: 2 * size + n_out] if n_layers == 1 else work[:n_out], n_layers > 1)
-            for l in range(1, n_layers):
-                m = _HEAD + _META * l
-                src = ((l - 1) % 2) * size
-                off = 2 * size if l == n_layers - 1 else (l % 2) * size
-                _fused_layer(code, l, wf, wi, work[src: src + np.int64(wi[m + 6])], work[off: off + np.int64(wi[m + 7])], l < n_layers - 1)
+            first_dst = work[2 * size: 2 * size + n_out] if n_layers == 1 else work[:n_out]
+            d, ind, ptr, b = _layer_arrays(0, wf, wi)
+            layer_product(code, d, ind, ptr, np.ascontiguousarray(x[0]), first_dst, b, n_layers > 1)
+            for n in range(1, n_layers):  # hidden buffers used in turn, the last layer writes the output
+                m = _HEAD + _META * n
+                src = ((n - 1) % 2) * size
+                dst = 2 * size if n == n_layers - 1 else (n % 2) * size
+                d, ind, ptr, b = _layer_arrays(n, wf, wi)
+                layer_product(code, d, ind, ptr, work[src: src + np.int64(wi[m + 6])], work[dst: dst + np.int64(wi[m + 7])], b,
+                              n < n_layers - 1)
 
         return forward1
 
     @njit(cache=True, nogil=True)
-    def forward(x, wf, wi, work):
+    def forward(x, buf):
         _ = tag
-        n_layers, size = np.int64(wi[0]), np.int64(wi[1])
+        wi = buf.view(np.int32)
+        n_layers, size, ni, nf = np.int64(wi[0]), np.int64(wi[1]), np.int64(wi[2]), np.int64(wi[3])
+        wf, work = buf[ni: ni + nf], buf[ni + nf:]
         B, n_in = x.shape
         xt = work[: n_in * B].reshape((n_in, B))
         _transpose(np.ascontiguousarray(x), xt)
-        base = n_in * B
         src = xt
-        for l in range(n_layers):
-            n_out = np.int64(wi[_HEAD + _META * l + 7])
-            off = base + (l % 2) * size * B
+        for n in range(n_layers):
+            n_out = np.int64(wi[_HEAD + _META * n + 7])
+            off = n_in * B + (n % 2) * size * B
             dst = work[off: off + n_out * B].reshape((n_out, B))
-            _fused_layer(code, l, wf, wi, src, dst, l < n_layers - 1)
+            d, ind, ptr, b = _layer_arrays(n, wf, wi)
+            layer_product(code, d, ind, ptr, src, dst, b, n < n_layers - 1)
             src = dst
         n_out = src.shape[0]
-        off = base + 2 * size * B
+        off = n_in * B + 2 * size * B
         _transpose(src, work[off: off + n_out * B].reshape((B, n_out)))
 
     return forward
@@ -189,6 +207,10 @@ class NumbaMLP:
     array or tensor (extra dimensions are flattened) returns the (batch, n_out)
     output as a numpy array that is a view of an internal buffer, overwritten by
     the next call with the same batch size (copy it to keep it; not thread-safe).
+
+    Each batch size gets a plan on first use (its compiled forward, its buffer,
+    its output view); the buffer repeats the packed model, which is small once
+    pruned (LeNet at 2.9% density: about 40 KB).
     """
 
     def __init__(self, model_or_weights, k: int = 1, fmt: str = "bsr", layers: Sequence[str] = LAYERS, parallel: bool = False):
@@ -200,38 +222,40 @@ class NumbaMLP:
             if a.shape[0] != b.shape[1]:
                 raise ValueError(f"layer sizes do not chain: {a.shape} then {b.shape}")
         self.fmt, self.k, self.parallel = fmt, arrays[0].k, bool(parallel)
-        self.layers = tuple(layers) if not isinstance(model_or_weights, Sequence) else tuple(range(len(pairs)))
         self.shapes = [a.shape for a in arrays]
         self.in_features, self.out_features = arrays[0].shape[1], arrays[-1].shape[0]
         self._size = max([a.shape[0] for a in arrays[:-1]] + [self.out_features])
-        wf, wi = [], [np.array([len(arrays), self._size] + [0] * (_META * len(arrays)), np.int64)]
-        nf, ni = 0, wi[0].size
-        for l, (a, (_, bias)) in enumerate(zip(arrays, pairs)):
-            b = np.zeros(a.shape[0], np.float32) if bias is None else bias.detach().float().cpu().numpy().reshape(-1)
+        head = np.zeros(_HEAD + _META * len(arrays), np.int64)
+        wf, wi, nf, ni = [], [head], 0, head.size
+        for n, (a, (_, bias)) in enumerate(zip(arrays, pairs)):
+            b = np.zeros(a.shape[0], np.float32) if bias is None else torch.as_tensor(bias).detach().float().cpu().numpy().ravel()
             if b.shape[0] != a.shape[0]:
-                raise ValueError(f"layer {self.layers[l]!r}: bias of {b.shape[0]} entries for {a.shape[0]} outputs")
-            wi[0][_HEAD + _META * l: _HEAD + _META * (l + 1)] = [a.indptr.size - 1, a.indices.size, nf, ni, ni + a.indices.size,
-                                                                   nf + a.data.size, a.shape[1], a.shape[0]]
+                raise ValueError(f"layer {n}: bias of {b.shape[0]} entries for {a.shape[0]} outputs")
+            head[_HEAD + _META * n: _HEAD + _META * (n + 1)] = [a.indptr.size - 1, a.indices.size, nf, ni, ni + a.indices.size,
+                                                               nf + a.data.size, a.shape[1], a.shape[0]]
             wf += [a.data.ravel(), b]
             wi += [a.indices, a.indptr]
             nf, ni = nf + a.data.size + b.size, ni + a.indices.size + a.indptr.size
-        if max(nf, ni) >= 2**31:
-            raise ValueError(f"model too large for int32 offsets ({max(nf, ni)} entries)")
-        self._wf = np.ascontiguousarray(np.concatenate(wf), np.float32)
-        self._wi = np.ascontiguousarray(np.concatenate(wi), np.int32)
-        self._plans: dict[int, tuple] = {}
+        if ni + nf >= 2**31:
+            raise ValueError(f"model too large for int32 offsets ({ni + nf} entries)")
+        head[:4] = len(arrays), self._size, ni, nf
+        packed_i = np.concatenate(wi).astype(np.int32).view(np.float32)  # int32 bits, read back with buf.view(np.int32)
+        self._packed = np.concatenate([packed_i, np.concatenate(wf).astype(np.float32)])
+        self._plans: dict[tuple, tuple] = {}
 
     def _plan(self, batch: int) -> tuple:
-        """(compiled forward, work array, output view) for one batch size, built once."""
-        if batch not in self._plans:
+        """(compiled forward, buffer, output view) for one batch size, built once."""
+        key = (batch, self.in_features)
+        if key not in self._plans:
             batched = batch != 1
             fn = fused_kernel(self.fmt, self.k, batched, self.parallel)
             xpart = self.in_features * batch if batched else 0
-            work = np.zeros(xpart + (2 * self._size + self.out_features) * batch, np.float32)
-            off = xpart + 2 * self._size * batch
-            out = work[off: off + self.out_features * batch].reshape(batch, self.out_features)
-            self._plans[batch] = (fn, work, out)
-        return self._plans[batch]
+            buf = np.zeros(self._packed.size + xpart + (2 * self._size + self.out_features) * batch, np.float32)
+            buf[: self._packed.size] = self._packed
+            off = self._packed.size + xpart + 2 * self._size * batch
+            out = buf[off: off + self.out_features * batch].reshape(batch, self.out_features)
+            self._plans[key] = (fn, buf, out)
+        return self._plans[key]
 
     def _as_input(self, x) -> np.ndarray:
         if isinstance(x, torch.Tensor):
@@ -243,16 +267,18 @@ class NumbaMLP:
             raise ValueError(f"input must hold real numbers, got dtype {x.dtype}")
         x = np.ascontiguousarray(x.reshape(x.shape[0], -1), np.float32)
         if x.shape[1] != self.in_features:
-            raise ValueError(f"input has {x.shape[1]} features per sample, the model takes {self.in_features}")
+            raise ValueError(f"input has {x.shape[1]} features per sample (shape {x.shape}), the model takes {self.in_features}")
         return x
 
     def __call__(self, x) -> np.ndarray:
-        if type(x) is not np.ndarray or x.dtype is not _F32 or x.ndim != 2 or x.shape[1] != self.in_features:
+        # fast path: a float32 (batch, n_in) array whose plan exists - one dict lookup, one compiled call
+        plan = self._plans.get(x.shape) if type(x) is np.ndarray and x.dtype is _F32 else None
+        if plan is None:
             x = self._as_input(x)
-        fn, work, out = self._plans.get(x.shape[0]) or self._plan(x.shape[0])
-        fn(x, self._wf, self._wi, work)
-        return out
+            plan = self._plan(x.shape[0])
+        plan[0](x, plan[1])
+        return plan[2]
 
     def __repr__(self) -> str:
-        return f"NumbaMLP({' -> '.join(str(s[1]) for s in self.shapes)} -> {self.out_features}, fmt={self.fmt}, k={self.k}, " \
-               f"parallel={self.parallel})"
+        sizes = " -> ".join(str(s[1]) for s in self.shapes)
+        return f"NumbaMLP({sizes} -> {self.out_features}, fmt={self.fmt}, k={self.k}, parallel={self.parallel})"
