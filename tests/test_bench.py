@@ -4,6 +4,8 @@ parser (blockprune_utils.bench.cachesim / .cachegrind): correctness of every pat
 the row schema, and the cachegrind parser.  Timings are not asserted."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -265,3 +267,21 @@ def test_tiny_real_cachegrind_run(tmp_path):
     res = C.run_cachegrind(tmp_path / "ops.npz", "bsr", n=3)
     assert "bsr_matvec" in res["kernel_functions"]
     assert res["data_refs"] > 0 and 0 <= res["d1_miss_ratio"] <= 1 and res["n_products"] == 3
+
+
+def test_kernel_bar_reads_the_numba_rows():
+    rows = B.model_rows(tiny_cfg(model_ks=(4,), model_batches=(1, 256)))
+    bar = B.kernel_bar(rows, k=4, round=2)
+    assert set(bar) == {"batch1_vs_fastest_dense", "batch256_frac_of_ideal", "bsr_over_csr_b256_k4"}
+    assert all(v > 0 for v in bar.values())
+    t = {(r["variant"], r["batch"]): r["median_ns"] for r in rows}
+    assert bar["bsr_over_csr_b256_k4"] == pytest.approx(t["numba_csr", 256] / t["numba_bsr", 256])
+    assert all(np.isnan(v) for v in B.kernel_bar(rows, k=2, round=2).values())  # no such k: NaN, not a made-up ratio
+
+
+def test_cli_models_ends_with_the_kernel_bar(capsys):
+    assert B.main(["--quick", "--only", "models", "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    m = re.fullmatch(r"kernel bar: batch1_vs_fastest_dense=(\S+) batch256_frac_of_ideal=(\S+) bsr_over_csr_b256_k4=(\S+)",
+                     last)
+    assert m and all(float(v) > 0 for v in m.groups()), last

@@ -50,7 +50,7 @@ from .harness import all_threads, blas_control, machine, num_threads, row_proven
 from .models import MODEL_SCHEMA, measure_model, model_rows
 from .products import MATRIX_SCHEMA, build_operands, matrix_rows, measure_matrix
 from .storage import STORAGE_SCHEMA, storage_rows
-from .tables import frame, gpu_table, model_table, speedup_summary, speedup_table, storage_table
+from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
 from .weights import (
     Matrix,
     describe_weights,
@@ -66,7 +66,7 @@ __all__ = [
     "FORMATS", "GPU_FORMATS", "LAYERS", "MODEL_VARIANTS", "PROFILES", "SPARSE_FORMATS", "SPARSE_VARIANTS", "BenchConfig",
     "get_config", "GPU_SCHEMA", "gpu_rows", "measure_gpu", "all_threads", "blas_control", "machine", "num_threads",
     "row_provenance", "MODEL_SCHEMA", "measure_model", "model_rows", "MATRIX_SCHEMA", "build_operands", "matrix_rows",
-    "measure_matrix", "STORAGE_SCHEMA", "storage_rows", "frame", "gpu_table", "model_table", "speedup_summary",
+    "measure_matrix", "STORAGE_SCHEMA", "storage_rows", "frame", "gpu_table", "kernel_bar", "model_table", "speedup_summary",
     "speedup_table", "storage_table", "Matrix", "describe_weights", "lenet_matrices", "pruned_lenet_model",
     "synthetic_matrices", "synthetic_matrix", "untrained_pruned_lenets",
 ]

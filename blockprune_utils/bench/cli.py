@@ -14,7 +14,7 @@ from .harness import blas_control, machine
 from .models import model_rows
 from .products import matrix_rows
 from .storage import storage_rows
-from .tables import frame, gpu_table, model_table, speedup_summary, speedup_table, storage_table
+from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
 
 PARTS = ("matrices", "models", "storage", "cache")
 CACHE_COLUMNS = ["matrix", "fmt", "k", "density", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio"]
@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     kernels = "sparsetools (direct)" if lean_kernel() == "sparsetools" else "scipy.sparse @"
     print(f"profile {profile}; {machine()}; numpy BLAS threads via {blas_control()}; scipy kernels: {kernels}")
-    frames = []
+    frames, bar = [], None
     if "matrices" in parts:
         rows = matrix_rows(cfg, progress=progress, rerun=a.rerun)
         frames.append(frame(rows).assign(part="matrices"))
@@ -60,6 +60,7 @@ def main(argv=None) -> int:
         rows = model_rows(cfg, progress=progress, rerun=a.rerun)
         frames.append(frame(rows).assign(part="models"))
         last = max(cfg.model_rounds)
+        bar = kernel_bar(rows, k=4, round=last)
         for thr in sorted({r["threads_label"] for r in rows}):
             print(f"\nwhole-model forward latency, µs (threads={thr}):")
             print(model_table(rows, threads=thr).to_string())
@@ -90,4 +91,6 @@ def main(argv=None) -> int:
         pd.concat(frames, ignore_index=True).to_csv(a.out, index=False)
         print(f"\nrows written to {a.out}")
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
+    if bar is not None:  # last line: the numba kernels on the pruned LeNet (k = 4, last round, one thread)
+        print("kernel bar: " + " ".join(f"{name}={value:.3g}" for name, value in bar.items()))
     return 0

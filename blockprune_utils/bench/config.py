@@ -17,9 +17,9 @@ SPARSE_FORMATS = tuple(f for f in FORMATS if f not in DENSE_FORMATS)
 FORMAT_LIB = {f: f.split("_")[0] for f in FORMATS}
 GPU_FORMATS = ("cuda_dense_fp32", "cuda_bsr_fp32", "cuda_dense_bf16", "cuda_bsr_bf16")
 MODEL_VARIANTS = ("masked", "torch_plain", "torch_dense", "torch_bsr", "scipy_bsr", "module_auto",
-                  "lean_dense", "lean_csr", "lean_bsr", "lean_auto")
+                  "lean_dense", "lean_csr", "lean_bsr", "lean_auto", "numba_csr", "numba_bsr")
 DENSE_VARIANTS = ("masked", "torch_plain", "torch_dense", "lean_dense")
-SPARSE_VARIANTS = ("torch_bsr", "scipy_bsr", "module_auto", "lean_bsr", "lean_auto")
+SPARSE_VARIANTS = ("torch_bsr", "scipy_bsr", "module_auto", "lean_bsr", "lean_auto", "numba_csr", "numba_bsr")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..bsr import LeanMLP, auto_backends, lean_kernel, linear_layers, reference_forward, to_bsr_model
+from ..bsr.fused import NumbaMLP
 from ..infra.store import Schema
 from ..masks import remove_masks
 from ..schedule import layer_densities, total_density
@@ -79,6 +80,10 @@ def model_variants(model: nn.Module, k: int, batch: int, threads: int, cfg: Benc
                 fmt = notes[v] = auto_backends(model, k, batch, path="lean", **auto_kw)
             lean = LeanMLP(model, k, fmt)
             fns[v] = (lambda lean=lean: lean(xn))
+            continue
+        elif v.startswith("numba_"):  # the whole model in one compiled call (one thread)
+            net = NumbaMLP(model, k, v[len("numba_"):], layers=linear_layers(model))
+            fns[v] = (lambda net=net: net(xn))
             continue
         else:
             raise ValueError(f"unknown model variant {v!r}; choose from {MODEL_VARIANTS}")

@@ -79,3 +79,29 @@ def gpu_table(rows) -> pd.DataFrame:
     """GPU speed-up of BSR over dense of the same dtype, per matrix and (dtype, batch)."""
     g = frame(rows)
     return g[g["layout"] == "bsr"].pivot_table(index=["matrix"], columns=["dtype", "batch"], values="speedup").round(2)
+
+
+def kernel_bar(rows, k: int = 4, round: int = 16, threads: str = "1") -> dict:
+    """The numba kernels' standing on the pruned LeNet at ``round``, from one run:
+    ``batch1_vs_fastest_dense`` (fastest dense forward / numba BSR forward, batch 1),
+    ``batch256_frac_of_ideal`` (that speed-up at batch 256 times the density: 1 is
+    the ideal 1/density) and ``bsr_over_csr_b256_k4`` (numba CSR / numba BSR time at
+    batch 256; > 1 means BSR is faster).  NaN where a row is missing."""
+    df = frame(rows)
+    df = df[(df["round"] == round) & (df["k"] == k) & (df["threads_label"] == threads) & df["ok"].astype(bool)]
+
+    def at(batch):
+        g = df[df["batch"] == batch]
+        return dict(zip(g["variant"], g["median_ns"])), (float(g["density"].iloc[0]) if len(g) else float("nan"))
+
+    nan = float("nan")
+    t1, _ = at(1)
+    t256, dens = at(256)
+    dense1 = min((t1[v] for v in DENSE_VARIANTS if v in t1), default=nan)
+    dense256 = min((t256[v] for v in DENSE_VARIANTS if v in t256), default=nan)
+    return {
+        "batch1_vs_fastest_dense": dense1 / t1["numba_bsr"] if "numba_bsr" in t1 else nan,
+        "batch256_frac_of_ideal": dense256 / t256["numba_bsr"] * dens if "numba_bsr" in t256 else nan,
+        "bsr_over_csr_b256_k4": t256["numba_csr"] / t256["numba_bsr"] if {"numba_bsr", "numba_csr"} <= t256.keys() else nan,
+    }
+

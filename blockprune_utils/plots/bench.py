@@ -28,7 +28,7 @@ VARIANT_LABELS = {
     "masked": "masked (W*mask each call)", "torch_plain": "torch dense (nn.Linear)",
     "torch_dense": "torch dense (BSRLinear dense)", "torch_bsr": "torch sparse BSR", "scipy_bsr": "scipy BSR module",
     "module_auto": "torch modules, auto", "lean_dense": "lean numpy dense", "lean_csr": "lean CSR",
-    "lean_bsr": "lean BSR", "lean_auto": "lean auto",
+    "lean_bsr": "lean BSR", "lean_auto": "lean auto", "numba_csr": "numba CSR (fused)", "numba_bsr": "numba BSR (fused)",
 }
 
 
