@@ -21,8 +21,9 @@ LAYERS = ("fc1", "fc2", "fc3")
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = ("block", "dense_control", "sensitivity", "random_retrain", "random_scratch", "baseline_scan", "retrain_scan",
             "authors")
-# 2: fixed row schema (every row has every column) and the one checkpoint format.
-STUDY_VERSION = 2
+# 2: fixed row schema (every row has every column) and the one checkpoint format;
+# 3: Adam's fused kernel (same method, different rounding).
+STUDY_VERSION = 3
 
 SCHEMA = Schema(
     key=("dataset", "variant", "k", "round", "seed", "layer", "setting"),
@@ -133,8 +134,13 @@ class Profile:
     baseline_candidates: tuple = ()  # (setting, TrainConfig): baseline schedules scanned on seed 0
     retrain_candidates: tuple = ()  # (setting, TrainConfig): retraining schedules, block pruning at scan_k, seed 0
     scan_k: int = 4
-    authors_ks: tuple = (2, 4, 6)  # the authors' set-up: seed 0 at these k ...
-    authors_retrain_epochs: tuple = (1, 3)  # ... with these retraining epochs per round
+    authors_ks: tuple = (2, 4, 6)  # the authors' set-up: seed 0 at these k with our epoch budget ...
+    authors_retrain_epochs: tuple = (1, 3)  # ... (the first entry) and these retraining epochs per round ...
+    authors_long_ks: tuple = (4,)  # ... at these k for the longer budgets
+
+    def authors_ks_for(self, retrain_epochs: int) -> tuple:
+        """The k run in the authors' set-up with ``retrain_epochs`` epochs per round."""
+        return self.authors_ks if retrain_epochs == self.authors_retrain_epochs[0] else self.authors_long_ks
 
 
 def _cosine(epochs: int, lr: float = 1e-3) -> TrainConfig:

@@ -121,7 +121,8 @@ def tasks(profile: str | Profile = "paper", datasets: Sequence[str] = ("mnist",)
     """The tasks of a LeNet sweep; with ``skip_done``, tasks whose rows are all in the
     store are left out (a baseline stays while a task that needs it remains).  The
     ``authors`` variant runs the authors' set-up (seed 0, the profile's
-    ``authors_ks``, one configuration per ``authors_retrain_epochs``)."""
+    ``authors_ks`` with the first of ``authors_retrain_epochs``, ``authors_long_ks``
+    with the others; one configuration per retraining budget)."""
     prof = lenet_profile(profile)
     ks, seeds, variants = _axes(prof, ks, seeds, variants)
     common = {"results_root": None if results_root is None else str(results_root),
@@ -134,7 +135,7 @@ def tasks(profile: str | Profile = "paper", datasets: Sequence[str] = ("mnist",)
                              skip_done)
         if "authors" in variants and not cfg.authors:
             for e, cfg_a in authors_configs(prof, ds, cfg).items():
-                out += _config_tasks(cfg_a, prof, units(cfg_a, prof, prof.authors_ks, (0,), ("block",)),
+                out += _config_tasks(cfg_a, prof, units(cfg_a, prof, prof.authors_ks_for(e), (0,), ("block",)),
                                      f"lenet/{ds}/authors-{e}ep", common, results_root, skip_done)
     return out
 
