@@ -14,6 +14,24 @@ from .paths import figures_dir
 from .provenance import git_commit
 from .store import atomic_write_bytes, atomic_write_text
 
+# Profiles whose numbers only test the code (tiny data, one seed, a few rounds).
+SMOKE_PROFILES = ("quick",)
+
+
+def is_quick(profile: str) -> bool:
+    """True for a profile whose numbers only test the code."""
+    return str(profile) in SMOKE_PROFILES
+
+
+def stamp_profile(fig, profile: str) -> None:
+    """Write "<profile> profile: not a result" across ``fig`` when ``profile`` is a
+    smoke test (once per figure); leave other figures untouched."""
+    if not is_quick(profile) or getattr(fig, "_profile_stamped", False):
+        return
+    fig.text(0.5, 0.5, f"{profile} profile\nnot a result", ha="center", va="center", rotation=25,
+             fontsize=26, color="tab:red", alpha=0.22, weight="bold", zorder=1000)
+    fig._profile_stamped = True
+
 
 def runs_of(rows) -> dict:
     """The commits and devices of the result rows (a DataFrame with ``commit`` and
@@ -29,11 +47,13 @@ def save_figure(fig, name: str, *, caption: str, data=None, dataset: str, seeds,
                 source: str, profile: str = "paper", commit: str | None = None, runs=None, out_dir=None) -> Path:
     """Write ``name``.png/.svg (and .csv of ``data``, a DataFrame) plus its sidecar.
     ``runs``: the result rows the figure is drawn from (a DataFrame); their commits
-    and devices are named in the sidecar next to the commit it was rendered at."""
+    and devices are named in the sidecar next to the commit it was rendered at.  A
+    figure of a smoke-test profile (``quick``) is stamped "not a result" first."""
     import io
 
     out = Path(out_dir) if out_dir is not None else figures_dir()
     out.mkdir(parents=True, exist_ok=True)
+    stamp_profile(fig, profile)
     for ext in ("png", "svg"):
         buf = io.BytesIO()
         fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight", metadata={"Date": None} if ext == "svg" else None)
