@@ -36,6 +36,16 @@ def data_dir() -> Path:
     return root
 
 
+def assert_no_stderr(path: Path) -> None:
+    """An executed notebook shows a reader no stray stderr (progress bars, warnings)."""
+    import nbformat
+
+    nb = nbformat.read(str(path), as_version=4)
+    noisy = [(i, "".join(o.get("text", ""))[:200]) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+             for o in c.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stderr"]
+    assert not noisy, f"{path.name}: stderr output in cells {noisy}"
+
+
 @pytest.fixture
 def run_notebook(tmp_path, monkeypatch):
     """``run_notebook(name, **parameters)`` -> path of the executed copy."""
@@ -52,6 +62,7 @@ def run_notebook(tmp_path, monkeypatch):
             str(REPO / "notebooks" / name), str(out), parameters=parameters,
             cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False,
         )
+        assert_no_stderr(out)
         return out
 
     run.results_dir = results
