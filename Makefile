@@ -27,7 +27,9 @@ SWEEP_OPTS := $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--schedule
 NB_OUT := build/notebooks
 PAPERMILL := $(PY) -m papermill --log-output --no-progress-bar --cwd notebooks
 
-.PHONY: help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
+BOOK_OUT := build/book
+
+.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -72,12 +74,18 @@ figures-bsr: $(STAMP) ## BSR vs CSR vs dense speed, cache and storage (run it on
 	@mkdir -p $(NB_OUT)
 	$(PAPERMILL) notebooks/02_bsr_speed.ipynb $(NB_OUT)/02_bsr_speed.ipynb -p profile $(PROFILE)
 
-figures-cifar: $(STAMP) ## ResNet18 on CIFAR-10 (plots the committed result CSVs)
+# PROFILE=cpu first computes experiment A on this machine (about 90 minutes on 2 cores; a stopped run resumes at its
+# last finished epoch or round) and writes figures/cifar_cpu_experiment_a.csv; every profile then renders notebook 03.
+figures-cifar: $(STAMP) ## ResNet18 on CIFAR-10: plots the committed result CSVs (PROFILE=cpu: runs experiment A on this CPU first)
 	@mkdir -p $(NB_OUT)
+	$(if $(filter cpu,$(PROFILE)),$(PY) -m blockprune_utils.sweep --study cifar --profile cpu --to-figures)
 	$(PAPERMILL) notebooks/03_cifar10_resnet18.ipynb $(NB_OUT)/03_cifar10_resnet18.ipynb -p profile $(PROFILE)
 
 sweep-lenet: $(STAMP) ## the LeNet sweep on every core, or a Dask cluster (PROFILE, DATASETS, WORKERS, SCHEDULER)
 	$(PY) -m blockprune_utils.sweep --study lenet --profile $(PROFILE) --dataset $(DATASETS) $(SWEEP_OPTS)
+
+book: $(STAMP) ## offline HTML edition of the executed notebooks in build/book (runs what make figures has not)
+	$(PY) -m blockprune_utils.book --executed $(NB_OUT) --out $(BOOK_OUT)
 
 bench: $(STAMP) ## BSR speed benchmark ratio table (quick)
 	$(PY) -m blockprune_utils.bench --quick

@@ -4,13 +4,18 @@ from __future__ import annotations
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
+FINE_DENSITY_TICKS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03, 0.02, 0.01)
 
 
 def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)",
                  ticks=DENSITY_TICKS, margin: float = 1.15) -> None:
-    """A log density axis, dense on the left, with percent ticks from ``ticks``."""
+    """A log density axis, dense on the left, with percent ticks from ``ticks`` (the
+    finer ``FINE_DENSITY_TICKS`` when fewer than three of them fall in the range)."""
     ax.set_xscale("log")
-    ticks = [t for t in ticks if lo * 0.8 <= t <= hi * 1.25] or [lo, hi]
+    inside = [t for t in ticks if lo * 0.8 <= t <= hi * 1.25]
+    if len(inside) < 3:
+        inside = [t for t in FINE_DENSITY_TICKS if lo * 0.8 <= t <= hi * 1.25]
+    ticks = inside or [lo, hi]
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))

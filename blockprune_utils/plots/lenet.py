@@ -146,7 +146,7 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
     to a common height (fc3 is 10 x 100)."""
     ks = sorted(weights["k"].unique())
     panels = list(LAYERS) + ["zoom"]
-    fig, axes = plt.subplots(len(ks), 4, figsize=(15, 1.7 * max(len(ks), 1) + 0.7), squeeze=False,
+    fig, axes = plt.subplots(len(ks), 4, figsize=(16, 2.2 * max(len(ks), 1) + 0.9), squeeze=False,
                              gridspec_kw={"width_ratios": [784, 300, 150, 110]})
     for i, k in enumerate(ks):
         wk = weights[weights["k"] == k]
@@ -164,9 +164,9 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
             ax.set_yticks([])
             dens = img.mean() if name == "zoom" else len(wl) / (shape[0] * shape[1])
             label = f"fc1 zoom [:{zoom}, {zoom_col}:{zoom_col + zoom}]" if name == "zoom" else f"{name} {shape[0]}x{shape[1]}"
-            ax.set_title(f"{label}\n{100 * dens:.1f}% kept", fontsize=8)
+            ax.set_title(f"{label}: {100 * dens:.1f}% kept", fontsize=11)
             if j == 0:
-                ax.set_ylabel(f"k = {k}")
+                ax.set_ylabel(f"k = {k}", fontsize=12)
     fig.suptitle(title or "pruned weight matrices (black = kept weight)")
     fig.tight_layout()
     table = (weights.assign(kept=1).groupby(["k", "layer"]).agg(kept=("kept", "sum"), rows=("rows", "first"),
@@ -190,8 +190,8 @@ def sensitivity(df: pd.DataFrame):
         density_axis(ax, sub["target_density"].min(), sub["target_density"].max(), label=f"{name} density")
         ax.set_title(f"only {name} pruned (no retraining)")
         ax.set_ylabel("test accuracy (%)")
-    if axes[-1].get_legend() is not None:
-        axes[-1].legend(title="k", fontsize=8, title_fontsize=9)
+    if axes[-1].get_legend() is not None:  # outside the panels, so no curve is covered
+        axes[-1].legend(title="k", fontsize=9, title_fontsize=10, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     table = sub.groupby(["layer", "k", "target_density"]).agg(acc_mean=("acc", "mean"), acc_sd=("acc", "std"),
                                                               n_seeds=("seed", "nunique")).reset_index()

@@ -21,13 +21,16 @@ __all__ = ["SMOKE_PROFILES", "is_quick", "stamp_profile", "committed_figures", "
 
 
 def committed_figures(names: Sequence[str], folder=None) -> list[dict]:
-    """The sidecars of the committed figures ``names`` (missing ones left out)."""
+    """The sidecars of the committed figures ``names`` of a full run (missing ones, and
+    figures of a smoke-test profile, left out)."""
     folder = Path(folder) if folder is not None else figures_dir()
     out = []
     for name in names:
         side = folder / f"{name}.json"
         if side.exists() and (folder / f"{name}.png").exists():
-            out.append({**json.loads(side.read_text()), "png": folder / f"{name}.png"})
+            meta = json.loads(side.read_text())
+            if not is_quick(meta.get("profile", "")):
+                out.append({**meta, "png": folder / f"{name}.png"})
     return out
 
 

@@ -1,0 +1,165 @@
+"""An HTML edition of the executed notebooks that reads offline.
+
+``python -m blockprune_utils.book --executed build/notebooks --out build/book``
+converts each executed notebook to one self-contained HTML page (figures embedded,
+styles inline) plus an index page.  Math is turned into MathML when the page is
+built, so a browser shows it without MathJax or any network access; no page loads a
+script, style sheet, font or image from elsewhere (:func:`remote_urls` checks it).
+Notebooks that ``make figures`` has not executed are executed here first (the
+walkthrough with its defaults, the others in the ``quick`` profile, which also
+shows the committed figures of the full run).
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import re
+from pathlib import Path
+
+import jinja2
+import nbformat
+from latex2mathml import exceptions as latex_errors
+from latex2mathml.converter import convert as latex_to_mathml
+from nbconvert import HTMLExporter
+
+from .infra.paths import REPO_ROOT
+
+# (executed file name, source notebook, papermill parameters when it must be executed here)
+PAGES = (
+    ("00_block_pruning_walkthrough.ipynb", "00_block_pruning_walkthrough.ipynb", {"widgets": False}),
+    ("01_lenet_mnist-mnist.ipynb", "01_lenet_mnist.ipynb", {"profile": "quick", "dataset": "mnist"}),
+    ("01_lenet_mnist-fashion_mnist.ipynb", "01_lenet_mnist.ipynb", {"profile": "quick", "dataset": "fashion_mnist"}),
+    ("02_bsr_speed.ipynb", "02_bsr_speed.ipynb", {"profile": "quick"}),
+    ("03_cifar10_resnet18.ipynb", "03_cifar10_resnet18.ipynb", {"profile": "quick"}),
+)
+
+# The lab template without the scripts it would load from the network (require.js,
+# MathJax, mermaid, the widget manager): the pages need none of them.
+_TEMPLATE = "\n".join(["{%- extends 'lab/index.html.j2' -%}"] + [
+    f"{{%- block {b} -%}}{{%- endblock {b} -%}}"
+    for b in ("html_head_js_requirejs", "html_head_js_mathjax", "html_head_js_mermaidjs", "jupyter_widgets")]) + "\n"
+_LATEX_ERRORS = tuple(v for v in vars(latex_errors).values() if isinstance(v, type) and issubclass(v, Exception))
+_SKIP = re.compile(r"(<(pre|code|script|style|textarea)\b.*?</\2>)", re.S | re.I)
+_DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
+_INLINE = re.compile(r"(?<![\\$\w])\$(?!\s)((?:[^$\n]|\n(?!\n))+?)(?<!\s)\$(?![\w$])")
+_REMOTE = re.compile(r"""(?:\b(?:src|href|poster|data)\s*=\s*["']?\s*|url\(\s*["']?|@import\s+["']?)(?:https?:)?//""", re.I)
+
+
+def _mathml(latex: str, display: str) -> str:
+    tex = html.unescape(latex).strip()
+    try:
+        return latex_to_mathml(tex, display=display)
+    except _LATEX_ERRORS:  # a formula latex2mathml cannot read stays visible as its source
+        return f"<code>{html.escape(tex)}</code>"
+
+
+def math_to_mathml(page: str) -> str:
+    """Replace ``$$...$$`` and ``$...$`` in ``page`` (HTML) by MathML, outside
+    ``pre``/``code``/``script``/``style`` elements."""
+    parts = _SKIP.split(page)
+    out = []
+    i = 0
+    while i < len(parts):
+        text = parts[i]
+        text = _DISPLAY.sub(lambda m: _mathml(m.group(1), "block"), text)
+        text = _INLINE.sub(lambda m: _mathml(m.group(1), "inline"), text)
+        out.append(text)
+        if i + 1 < len(parts):
+            out.append(parts[i + 1])  # the skipped element, unchanged
+        i += 3
+    return "".join(out)
+
+
+def remote_urls(page: str) -> list[str]:
+    """The places where ``page`` would load something from the network: a ``src``,
+    ``href`` (style sheets and links alike), ``url(...)`` or ``@import`` pointing to
+    an http(s) or protocol-relative address.  Plain hyperlinks in the text are
+    allowed only as ``<a href>``; they load nothing until clicked."""
+    hits = []
+    for m in _REMOTE.finditer(page):
+        start = page.rfind("<", 0, m.start())
+        tag = page[start:start + 3].lower() if start >= 0 else ""
+        if tag.startswith("<a ") or tag == "<a\n":
+            continue
+        hits.append(page[max(m.start() - 40, 0):m.end() + 60])
+    return hits
+
+
+def exporter() -> HTMLExporter:
+    return HTMLExporter(extra_loaders=[jinja2.DictLoader({"book.html.j2": _TEMPLATE})], template_file="book.html.j2",
+                        embed_images=True)
+
+
+def export_page(notebook: Path, out: Path, exp: HTMLExporter | None = None) -> Path:
+    """One executed notebook -> one offline HTML page."""
+    body, _ = (exp or exporter()).from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    page = math_to_mathml(body)
+    bad = remote_urls(page)
+    if bad:
+        raise RuntimeError(f"{notebook.name}: the page would load from the network: {bad[:3]}")
+    out.write_text(page, encoding="utf-8")
+    return out
+
+
+def _title(notebook: Path) -> str:
+    nb = nbformat.read(str(notebook), as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            for line in cell.source.splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return notebook.stem
+
+
+def execute_missing(executed: Path, notebooks: Path, pages=PAGES) -> list[Path]:
+    """Execute with papermill each page's notebook that ``executed`` lacks."""
+    import papermill as pm
+
+    executed.mkdir(parents=True, exist_ok=True)
+    done = []
+    for name, source, params in pages:
+        target = executed / name
+        if not target.exists():
+            print(f"executing {source} {params} -> {target}", flush=True)
+            pm.execute_notebook(str(notebooks / source), str(target), parameters=params, cwd=str(notebooks),
+                                kernel_name="python3", progress_bar=False)
+        done.append(target)
+    return done
+
+
+def build_book(executed: Path, out: Path, notebooks: Path | None = None, pages=PAGES, execute: bool = True) -> Path:
+    """Write ``out``/index.html and one page per executed notebook; returns the index."""
+    notebooks = notebooks or REPO_ROOT / "notebooks"
+    executed, out = Path(executed), Path(out)
+    files = execute_missing(executed, notebooks, pages) if execute else [executed / p[0] for p in pages
+                                                                          if (executed / p[0]).exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    exp = exporter()
+    items = []
+    for nb_path in files:
+        page = export_page(nb_path, out / f"{nb_path.stem}.html", exp)
+        items.append(f'<li><a href="{page.name}">{html.escape(_title(nb_path))}</a> '
+                     f'<small>({html.escape(nb_path.stem)})</small></li>')
+    index = out / "index.html"
+    index.write_text(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>blockprune: the notebooks</title>"
+        "<style>body{font-family:sans-serif;max-width:46em;margin:3em auto;line-height:1.5}</style></head><body>"
+        "<h1>blockprune: block pruning, read along</h1><p>The executed notebooks of the study; they read offline. "
+        "The figures of the full run, with their data, are in <code>figures/</code>.</p><ol>"
+        + "".join(items) + "</ol></body></html>\n", encoding="utf-8")
+    return index
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m blockprune_utils.book", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--executed", default="build/notebooks", help="folder of executed notebooks")
+    parser.add_argument("--out", default="build/book", help="folder for the HTML pages")
+    parser.add_argument("--no-execute", action="store_true", help="use only the notebooks already executed")
+    args = parser.parse_args(argv)
+    index = build_book(Path(args.executed).resolve(), Path(args.out).resolve(), execute=not args.no_execute)
+    print(f"book: {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""The offline HTML edition: math becomes MathML, and no page loads from the network."""
+from __future__ import annotations
+
+import base64
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
+
+from blockprune_utils.book import build_book, math_to_mathml, remote_urls
+
+# a 1x1 PNG
+PNG = base64.b64encode(bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6360f8cfc0000003010100"
+    "c9fe92ef0000000049454e44ae426082")).decode()
+
+
+def _notebook(path):
+    nb = new_notebook(cells=[
+        new_markdown_cell("# A page\n\nA $k\\times k$ tile, $\\lceil r/k\\rceil$ of them,\nand\n\n"
+                          "$$\\operatorname{round}(p\\cdot N)$$\n\n`$not math$` and a [link](https://example.org)."),
+        new_code_cell("x = 1", outputs=[new_output("display_data", data={"image/png": PNG, "text/plain": "<Figure>"})]),
+    ])
+    nbformat.write(nb, str(path))
+
+
+def test_book_pages_are_offline(tmp_path):
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    _notebook(executed / "page.ipynb")
+    index = build_book(executed, tmp_path / "book", pages=(("page.ipynb", "unused.ipynb", {}),), execute=False)
+    page = (tmp_path / "book" / "page.html").read_text()
+    assert page.count("<math") == 3  # two inline formulas and one display formula
+    assert "$k" not in page and "$$" not in page
+    assert "$not math$" in page  # code stays as written
+    assert "data:image/png;base64" in page
+    assert remote_urls(page) == [] and remote_urls(index.read_text()) == []
+    assert 'href="page.html"' in index.read_text()
+
+
+def test_remote_urls_finds_loads_not_links():
+    assert remote_urls('<script src="https://cdn.example/x.js"></script>')
+    assert remote_urls('<link rel="stylesheet" href="//cdn.example/x.css">')
+    assert remote_urls("<style>@import 'https://fonts.example/f.css';</style>")
+    assert remote_urls("<div style=\"background: url('http://x.example/a.png')\"></div>")
+    assert remote_urls('<a href="https://doi.org/10.3390/e23081042">paper</a>') == []
+
+
+def test_math_left_alone_in_code():
+    html = "<p>$a$</p><pre>$b$</pre><code>$c$</code>"
+    out = math_to_mathml(html)
+    assert out.count("<math") == 1 and "<pre>$b$</pre>" in out and "<code>$c$</code>" in out
