@@ -40,6 +40,7 @@ _TEMPLATE = "\n".join(["{%- extends 'lab/index.html.j2' -%}"] + [
     for b in ("html_head_js_requirejs", "html_head_js_mathjax", "html_head_js_mermaidjs", "jupyter_widgets")]) + "\n"
 _LATEX_ERRORS = tuple(v for v in vars(latex_errors).values() if isinstance(v, type) and issubclass(v, Exception))
 _SKIP = re.compile(r"(<(pre|code|script|style|textarea)\b.*?</\2>)", re.S | re.I)
+_TAG = re.compile(r"(<[^>]*>)")
 _DISPLAY = re.compile(r"\$\$(.+?)\$\$", re.S)
 _INLINE = re.compile(r"(?<![\\$\w])\$(?!\s)((?:[^$\n]|\n(?!\n))+?)(?<!\s)\$(?![\w$])")
 _REMOTE = re.compile(r"""(?:\b(?:src|href|poster|data)\s*=\s*["']?\s*|url\(\s*["']?|@import\s+["']?)(?:https?:)?//""", re.I)
@@ -54,16 +55,18 @@ def _mathml(latex: str, display: str) -> str:
 
 
 def math_to_mathml(page: str) -> str:
-    """Replace ``$$...$$`` and ``$...$`` in ``page`` (HTML) by MathML, outside
-    ``pre``/``code``/``script``/``style`` elements."""
+    """Replace ``$$...$$`` and ``$...$`` in the text of ``page`` (HTML) by MathML,
+    outside tags and ``pre``/``code``/``script``/``style`` elements."""
     parts = _SKIP.split(page)
     out = []
     i = 0
     while i < len(parts):
-        text = parts[i]
-        text = _DISPLAY.sub(lambda m: _mathml(m.group(1), "block"), text)
-        text = _INLINE.sub(lambda m: _mathml(m.group(1), "inline"), text)
-        out.append(text)
+        # only text between tags: a heading's math also sits in its anchor's id attribute
+        pieces = _TAG.split(parts[i])
+        for j in range(0, len(pieces), 2):
+            text = _DISPLAY.sub(lambda m: _mathml(m.group(1), "block"), pieces[j])
+            pieces[j] = _INLINE.sub(lambda m: _mathml(m.group(1), "inline"), text)
+        out.append("".join(pieces))
         if i + 1 < len(parts):
             out.append(parts[i + 1])  # the skipped element, unchanged
         i += 3

@@ -46,6 +46,7 @@ def test_remote_urls_finds_loads_not_links():
 
 
 def test_math_left_alone_in_code():
-    html = "<p>$a$</p><pre>$b$</pre><code>$c$</code>"
+    html = '<h2 id="a-$k$-tile">A $k$ tile</h2><p>$a$</p><pre>$b$</pre><code>$c$</code>'
     out = math_to_mathml(html)
-    assert out.count("<math") == 1 and "<pre>$b$</pre>" in out and "<code>$c$</code>" in out
+    assert out.count("<math") == 2 and "<pre>$b$</pre>" in out and "<code>$c$</code>" in out
+    assert out.startswith('<h2 id="a-$k$-tile">A <math')  # attributes stay as they are
