@@ -4,7 +4,7 @@ from __future__ import annotations
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
-FINE_DENSITY_TICKS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03, 0.02, 0.01)
+FINE_DENSITY_TICKS = (1.0, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.25, 0.2, 0.15, 0.1, 0.07, 0.05, 0.04, 0.03, 0.02, 0.01)
 
 
 def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of weights kept)",

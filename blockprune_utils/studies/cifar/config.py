@@ -2,8 +2,9 @@
 table, the row schema, and the configuration each results store is keyed by.
 
 The study has three stores (see :func:`store_config`): ``baseline`` (the trained,
-unpruned network of each seed), ``A`` and ``B`` (the two pruning experiments).  Each
-is named by the hash of everything that determines its rows except the sweep axes
+unpruned network of each seed; in the ``cpu`` profile also its epoch checkpoints and
+the cached trunk features), ``A`` and ``B`` (the two pruning experiments).  Each is
+named by the hash of everything that determines its rows except the sweep axes
 (experiment, k, round, seed), so a change of any setting gives a new folder and
 finished rows are never reused for another set-up.
 """
@@ -13,8 +14,6 @@ import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
-
-import pandas as pd
 
 from ...infra.store import Schema
 from ...models import RESNET_HEAD_RATES
@@ -110,12 +109,20 @@ class Phase:
 
 @dataclass(frozen=True)
 class HeadPruning:
-    """Experiment A: the authors' head-only block pruning, convs and BN frozen."""
+    """Experiment A: the authors' head-only block pruning, convs and BN frozen.
+    ``k`` is the authors' block size; ``compare_ks`` are further block sizes run
+    beside it (a row axis, like B's ``ks``)."""
 
     k: int = 2
     rounds: int = 16
     rates: tuple = tuple(RESNET_HEAD_RATES.items())
     retrain: Phase = Phase(epochs=3, lr=1e-4)
+    compare_ks: tuple = ()
+
+    @property
+    def ks(self) -> tuple:
+        """The block sizes of A's runs: the authors' k first."""
+        return (self.k, *(k for k in self.compare_ks if k != self.k))
 
 
 @dataclass(frozen=True)
@@ -134,18 +141,64 @@ class ConvPruning:
 
 
 @dataclass(frozen=True)
+class TrunkSchedule:
+    """Whole-network training made for a small budget (the ``cpu`` profile), run one
+    epoch at a time with a checkpoint after each: SGD with Nesterov momentum, a
+    one-cycle learning rate (cosine warm-up from ``lr / start_div`` to ``lr`` over
+    ``warmup_frac`` of the steps, then cosine decay to ``lr / end_div``), label
+    smoothing, and progressive resizing: epoch e trains on images resized to
+    ``sizes[e]`` (the last size should be the test size, ``DataConfig.image_size``)."""
+
+    sizes: tuple = (16, 16, 16, 16, 24, 32)
+    lr: float = 0.2
+    batch_size: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.1
+    warmup_frac: float = 0.25
+    start_div: float = 10.0
+    end_div: float = 1000.0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.sizes)
+
+    def lr_at(self, progress: float) -> float:
+        """The learning rate at ``progress`` in [0, 1) of all steps."""
+        lo, w = self.lr / self.start_div, self.warmup_frac
+        if progress < w:
+            return lo + (self.lr - lo) * 0.5 * (1 - math.cos(math.pi * progress / w))
+        end = self.lr / self.end_div
+        return end + (self.lr - end) * 0.5 * (1 + math.cos(math.pi * (progress - w) / (1 - w)))
+
+
+@dataclass(frozen=True)
 class CifarProfile:
-    """A named set-up: data, model, the baseline's training, both experiments, the seeds."""
+    """A named set-up: data, model, the baseline's training, both experiments, the seeds.
+
+    ``baseline`` is a :class:`Phase` (trained by :func:`blockprune_utils.train.train`)
+    or a :class:`TrunkSchedule` (trained epoch by epoch, resumable).  With
+    ``head_on_features`` one trunk (seed ``trunk_seed``) is trained, its 512-d
+    features are cached, and A prunes and retrains the head on them; ``seeds`` are
+    then the seeds of the head's retraining.  ``experiments`` are what ``all`` runs."""
 
     name: str
     data: DataConfig
     model: ModelConfig
-    baseline: Phase
+    baseline: Phase | TrunkSchedule
     a: HeadPruning
     b: ConvPruning
     seeds: tuple = (0,)
     eval_batch: int = 5000
+    head_on_features: bool = False
+    trunk_seed: int = 0
+    experiments: tuple = EXPERIMENTS
 
+
+# Measured on the 2-core CPU this profile is made for (ResNet18 CIFAR form, channels_last,
+# 2 threads, batch 128-256): training images/s at each image size, inference images/s at
+# 32x32, and seconds per head epoch on 50,000 cached features (batch 1024).
+CPU_RATES = {"train": {16: 110.0, 24: 56.0, 32: 35.0}, "infer": 157.0, "head_epoch_s": 1.0}
 
 PROFILES: dict[str, CifarProfile] = {
     # Under a minute on a CPU: 200 training and 100 test images, mean-pooled to 8x8 after
@@ -175,6 +228,29 @@ PROFILES: dict[str, CifarProfile] = {
         b=ConvPruning(),
         eval_batch=5000,
     ),
+    # Experiment A end to end in under 100 minutes on 2 CPU cores (rates: CPU_RATES).
+    # Trunk: 6 epochs of all 50,000 images, 4 at 16x16 (455 s each), 1 at 24x24 (893 s),
+    # 1 at 32x32 (1429 s): 1820 + 893 + 1429 = 4142 s = 69 min, in resumable epochs.
+    # Features of the frozen trunk at 32x32, train + test: 60,000 / 157 = 382 s = 6.4 min,
+    # once (this also gives the unpruned test accuracy: no per-epoch test evaluation).
+    # Head: k in {2 (the authors'), 1, 4, 8} x 3 seeds x 16 rounds x 3 epochs = 576 head
+    # epochs on cached features, about 1 s each: ~10 min.  Decoding the JPEGs (first
+    # run only) and rendering the notebook take ~1 min: about 86 min in all.  No
+    # augmented feature views: each costs another 50,000 / 157 = 318 s of inference and
+    # multiplies the head's epochs; the head only fine-tunes at lr 1e-4 from its trained
+    # state, on features of a trunk trained 6 epochs (small train/test gap).
+    "cpu": CifarProfile(
+        name="cpu",
+        data=DataConfig(),
+        model=ModelConfig(channels_last=True),
+        baseline=TrunkSchedule(),
+        a=HeadPruning(compare_ks=(1, 4, 8), retrain=Phase(epochs=3, lr=1e-4, batch_size=1024)),
+        b=ConvPruning(),
+        seeds=(0, 1, 2),
+        eval_batch=500,
+        head_on_features=True,
+        experiments=("A",),
+    ),
 }
 
 
@@ -196,31 +272,21 @@ def with_axes(profile: str | CifarProfile, seeds=None, ks=None) -> CifarProfile:
 def store_config(profile: CifarProfile, part: str, source: str) -> dict:
     """The configuration the store of ``part`` (``baseline``, ``A`` or ``B``) is keyed
     by: the data (and its source label), the model and the baseline's training, plus
-    the experiment's settings.  B's block sizes are a row-key axis, not part of it,
-    so a run of fewer ks reuses the rows of the others."""
+    the experiment's settings.  Block sizes (B's ``ks``, A's ``compare_ks``) are a
+    row-key axis, not part of it, so a run of fewer ks reuses the rows of the others.
+    A run on cached trunk features (``head_on_features``) names its trunk seed."""
     cfg = {"study_version": STUDY_VERSION, "part": part, "data": profile.data, "model": profile.model,
            "baseline": profile.baseline, "source": source}
+    if profile.head_on_features:
+        cfg["head_on_features"] = {"trunk_seed": profile.trunk_seed}
     if part == "A":
-        cfg["a"] = profile.a
+        cfg["a"] = _without(profile.a, "compare_ks")
     elif part == "B":
-        cfg["b"] = {f.name: getattr(profile.b, f.name) for f in dataclasses.fields(profile.b) if f.name != "ks"}
+        cfg["b"] = _without(profile.b, "ks")
     elif part != "baseline":
         raise ValueError(f"unknown part {part!r}; choose 'baseline', 'A' or 'B'")
     return cfg
 
 
-def profile_table(profile):
-    """The training phases of a profile as a small table (for the notebook)."""
-    p = cifar_profile(profile)
-    rows = []
-    for what, ph, extra in [
-        ("baseline (all parameters)", p.baseline, "from scratch"),
-        ("A: head retraining per round", p.a.retrain, f"k={p.a.k}, {p.a.rounds} rounds, p={dict(p.a.rates)}, convs+BN frozen"),
-        ("B: retraining per round", p.b.retrain, f"k in {list(p.b.ks)}, {p.b.rounds} rounds, p={p.b.rate} per layer"),
-    ]:
-        rows.append({"phase": what, "epochs": ph.epochs, "optimizer": "Adam", "lr": ph.lr, "schedule": ph.schedule,
-                     "batch": ph.batch_size, "weight decay (L2)": ph.weight_decay, "pruning": extra})
-    d = p.data
-    images = "all" if d.train_per_class is None else f"{d.train_per_class}/class train, {d.test_per_class}/class test"
-    rows.append({**{key: "" for key in rows[0]}, "phase": "data", "pruning": f"{images}, {d.image_size}x{d.image_size}"})
-    return pd.DataFrame(rows, dtype=object)
+def _without(obj, name: str) -> dict:
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.name != name}

@@ -10,7 +10,10 @@ A command writes into its output folder (:func:`export_rows`,
 * ``cifar_<profile>_head_blocks.csv``: the surviving head blocks after A's last round.
 
 ``<tag>`` is the experiment (``A`` or ``B``) or ``all``.  Committed under
-``figures/``, the CSVs are what :func:`load_results` reads back.
+``figures/``, the CSVs are what :func:`load_results` reads back.  :func:`publish`
+writes a finished run's A rows straight into the figures folder as
+``cifar_<profile>_experiment_a.csv`` (with a provenance sidecar: data set, seeds,
+device, commits) and its head-block table beside.
 """
 from __future__ import annotations
 
@@ -53,6 +56,10 @@ class StudyResult:
     @property
     def device(self) -> str:
         return ", ".join(sorted(set(self.rows["device"].dropna()))) if len(self.rows) else ""
+
+    @property
+    def commits(self) -> str:
+        return ", ".join(sorted(set(self.rows["commit"].dropna().astype(str)))) if len(self.rows) else ""
 
 
 def rows_frame(rows: list[dict]) -> pd.DataFrame:
@@ -115,11 +122,13 @@ def export_head_blocks(blocks: Optional[pd.DataFrame], out_dir, profile: str) ->
 
 
 def load_results(profile: str = "paper", directory=None) -> Optional[StudyResult]:
-    """The committed result CSVs ``cifar_<profile>_results_*.csv`` (and head blocks)
+    """The committed result CSVs ``cifar_<profile>_results_*.csv`` and
+    ``cifar_<profile>_experiment_*.csv`` (and head blocks)
     from ``directory`` (default: the figures folder), or None when there are none.
     A row present in several files is taken from the last one (by file name)."""
     directory = Path(directory) if directory is not None else figures_dir()
-    paths = sorted(directory.glob(f"cifar_{profile}_results_*.csv"))
+    paths = sorted([*directory.glob(f"cifar_{profile}_results_*.csv"),
+                    *directory.glob(f"cifar_{profile}_experiment_*.csv")])
     if not paths:
         return None
     df = pd.concat([pd.read_csv(p) for p in paths], ignore_index=True)
@@ -130,3 +139,42 @@ def load_results(profile: str = "paper", directory=None) -> Optional[StudyResult
     blocks_path = directory / f"cifar_{profile}_head_blocks.csv"
     blocks = pd.read_csv(blocks_path) if blocks_path.exists() else None
     return StudyResult(rows=df, head_blocks=blocks, profile=profile, files=paths + ([blocks_path] if blocks is not None else []))
+
+
+def head_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Experiment A per k: unpruned accuracy, head density and accuracy after the last
+    round (mean and standard deviation over seeds; percent)."""
+    a = rows[rows["experiment"] == "A"]
+    out = []
+    for k, g in a.groupby("k"):
+        last = g[g["round"] == g["round"].max()]
+        acc = 100 * last["test_acc"].astype(float)
+        out.append({"k": int(k), "seeds": len(last), "last round": int(last["round"].iloc[0]),
+                    "unpruned %": round(100 * float(g.loc[g["round"] == 0, "test_acc"].mean()), 2),
+                    "head density %": round(100 * float(last["density"].mean()), 2),
+                    "test acc %": round(float(acc.mean()), 2),
+                    "sd": round(float(acc.std(ddof=1)), 2) if len(acc) > 1 else float("nan")})
+    return pd.DataFrame(out)
+
+
+def publish(res: StudyResult, directory=None, command: str = "") -> list[Path]:
+    """Write the A rows of ``res`` into the figures folder as
+    ``cifar_<profile>_experiment_a.csv`` with its sidecar (caption, data set, seeds,
+    device, commits; the index shows the per-k summary), and the head-block table as
+    ``cifar_<profile>_head_blocks.csv``."""
+    from ...infra.figures import save_table
+
+    a = res.rows[res.rows["experiment"] == "A"]
+    if a.empty:
+        return []
+    name = f"cifar_{res.profile}_experiment_a"
+    caption = (f"Experiment A, profile {res.profile}: ResNet18 (CIFAR form) with the authors' 512-300-10 head; the "
+               f"head block-pruned per layer (p = 0.2 of the surviving blocks per round, k in "
+               f"{sorted(int(k) for k in set(a['k']))}) and retrained after each round. One row per (k, round, seed); "
+               f"round 0 = unpruned. Data: {res.source}; device {res.device}.")
+    path = save_table(flat_frame(a.reset_index(drop=True)), name, caption=caption, dataset=res.source,
+                      seeds=res.seeds, device=res.device, source=command or "blockprune_utils.studies.cifar.export.publish",
+                      profile=res.profile, summary=head_summary(a), runs=a, out_dir=directory)
+    files = [path]
+    blocks = export_head_blocks(res.head_blocks, Path(directory) if directory is not None else figures_dir(), res.profile)
+    return files + ([blocks] if blocks is not None else [])

@@ -20,6 +20,9 @@ by both experiments:
   comparison across k (``ConvPruning.include_head`` switches it on).  All parameters
   are retrained after each round.
 
+In a profile with ``head_on_features`` (``cpu``) the baseline is trained by
+:mod:`.trunk` and A runs on the trunk's cached features (:mod:`.features`).
+
 Round 0 of a pruning run is the unpruned baseline; round r is the model after r
 pruning steps, each followed by retraining.  Every round is one row of its
 experiment's store and one checkpoint (:func:`~blockprune_utils.studies.base.checkpoint`),
@@ -50,6 +53,7 @@ from .config import (
     CifarProfile,
     DataConfig,
     Phase,
+    TrunkSchedule,
     cifar_profile,
     store_config,
 )
@@ -81,7 +85,7 @@ class Plan:
 def plan(p: CifarProfile, experiment: str) -> Plan:
     """The :class:`Plan` of experiment ``A`` or ``B`` in profile ``p``."""
     if experiment == "A":
-        return Plan("A", (p.a.k,), p.a.rounds, dict(p.a.rates), p.a.retrain, head_only=True)
+        return Plan("A", p.a.ks, p.a.rounds, dict(p.a.rates), p.a.retrain, head_only=True)
     if experiment == "B":
         names = conv_prune_layers(layout(p.model.hidden), p.b)
         return Plan("B", tuple(p.b.ks), p.b.rounds, {n: p.b.rate for n in names}, p.b.retrain, head_only=False)
@@ -175,8 +179,14 @@ class Baseline:
         return copy.deepcopy(self.network)
 
 
-def baseline(run: Run, seed: int) -> Baseline:
-    """The baseline of ``seed``: from its checkpoint, or trained now (and stored)."""
+def baseline(run: Run, seed: int) -> Baseline | None:
+    """The baseline of ``seed``: from its checkpoint, or trained now (and stored).  A
+    :class:`~.config.TrunkSchedule` baseline is trained by :func:`.trunk.trunk_baseline`
+    (None when the time budget stopped it)."""
+    if isinstance(run.p.baseline, TrunkSchedule):
+        from .trunk import trunk_baseline  # trunk builds on this module
+
+        return trunk_baseline(run, seed)
     store = run.store("baseline")
     run_key = {"experiment": "baseline", "seed": int(seed)}
     ck = store.load_checkpoint(run_key)
@@ -198,13 +208,16 @@ def baseline(run: Run, seed: int) -> Baseline:
     return Baseline(int(seed), ck, model)
 
 
-def round0_row(run: Run, pl: Plan, k: int, base: Baseline) -> None:
-    """Store round 0 of a pruning run: the baseline, with this run's layers (dense)."""
+def round0_row(run: Run, pl: Plan, k: int, base: Baseline, seed: int | None = None) -> None:
+    """Store round 0 of a pruning run: the baseline, with this run's layers (dense).
+    ``seed`` is the run's seed when it differs from the baseline's (head seeds on
+    cached features)."""
     def values() -> dict:
         v = run.values(base.model(), list(pl.rates), acc=base.row["test_acc"])
         return {**v, **{c: base.row[c] for c in ("test_acc_best_epoch", "train_loss", "epochs", "wall_s")}}
 
-    run.store(pl.experiment).cached(row_key(pl.experiment, k, 0, base.seed), values, run.prov)
+    seed = base.seed if seed is None else seed
+    run.store(pl.experiment).cached(row_key(pl.experiment, k, 0, seed), values, run.prov)
 
 
 def start_model(pl: Plan, base: Baseline) -> ResNet18Cifar:

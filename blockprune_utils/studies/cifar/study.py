@@ -1,6 +1,8 @@
 """The ResNet18 / CIFAR-10 study from end to end: :func:`run_study` sets up the
 device, runs (or reads from the store) the baseline and the experiments of a
-profile, and exports their rows after every round."""
+profile, and exports their rows after every round.  In a profile with
+``head_on_features`` (``cpu``) one trunk is trained, its features are cached, and A
+runs on them for every k and head seed."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,9 +11,10 @@ from typing import Callable, Optional
 import pandas as pd
 
 from ...infra.paths import results_dir
-from .config import EXPERIMENTS, STUDY, with_axes
+from .config import STUDY, with_axes
 from .device import setup_device
 from .export import StudyResult, export_head_blocks, export_rows, head_blocks_frame, rows_frame
+from .features import run_on_features, trunk_features
 from .runs import Run, baseline, plan, run_experiment
 
 
@@ -41,10 +44,11 @@ def expected_rows(run: Run, experiments) -> int:
     return sum(len(run.p.seeds) * len(pl.ks) * (1 + pl.rounds) for pl in (plan(run.p, e) for e in experiments))
 
 
-def run_study(profile="quick", experiments=EXPERIMENTS, *, seeds=None, ks=None, device="auto", data=None,
+def run_study(profile="quick", experiments=None, *, seeds=None, ks=None, device="auto", data=None,
               out_dir=None, budget_s: Optional[float] = None, download: bool = True,
               log: Callable[[str], None] = print, results_root=None) -> StudyResult:
-    """Run (or read from the store) the experiments of a profile; returns their rows.
+    """Run (or read from the store) the experiments of a profile (None: all it has);
+    returns their rows.
 
     ``seeds``/``ks`` override the profile's (B's block sizes are a row axis: rows of
     other ks stay stored and are left out here).  ``data`` = (train, test, source)
@@ -53,10 +57,11 @@ def run_study(profile="quick", experiments=EXPERIMENTS, *, seeds=None, ks=None, 
     would end past that many seconds; the result is then incomplete, and the same
     call resumes it."""
     p = with_axes(profile, seeds, ks)
-    experiments = tuple(experiments)
-    bad = [e for e in experiments if e not in EXPERIMENTS]
+    experiments = tuple(p.experiments if experiments is None else experiments)
+    bad = [e for e in experiments if e not in p.experiments]
     if bad or not experiments:
-        raise ValueError(f"experiments must be a non-empty subset of {EXPERIMENTS}, got {experiments}")
+        raise ValueError(f"experiments of profile {p.name!r} must be a non-empty subset of {p.experiments}, "
+                         f"got {experiments}")
     run = Run(p, setup_device(device), data=data, budget_s=budget_s, download=download, log=log,
               results_root=results_root)
     run.log(f"device {run.prov['device']}, torch {run.prov['torch']}, experiments {experiments}, seeds {list(p.seeds)}")
@@ -66,8 +71,13 @@ def run_study(profile="quick", experiments=EXPERIMENTS, *, seeds=None, ks=None, 
     def export() -> list[Path]:
         return export_rows(study_rows(run, experiments), out_dir, p.name, tag)
 
-    for seed in p.seeds:
+    for seed in (p.trunk_seed,) if p.head_on_features else p.seeds:
         base = baseline(run, seed)
+        if base is None:  # the time budget stopped the baseline's training
+            break
+        if p.head_on_features:
+            run_on_features(run, base, trunk_features(run, base.network, seed), on_round=export)
+            continue
         for e in experiments:
             if not run.budget.stopped:
                 run_experiment(run, e, base, on_round=export)
