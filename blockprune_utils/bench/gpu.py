@@ -1,8 +1,6 @@
 """torch dense against torch sparse BSR on a GPU, in float32 and bfloat16."""
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 import torch
 
@@ -98,9 +96,8 @@ def measure_gpu(m: Matrix, batch: int, cfg: BenchConfig, device: str = "cuda", p
 def gpu_rows(cfg: BenchConfig | str = "quick", *, rerun: bool = False, progress: bool = False, store_root=None,
              device: str = "cuda") -> list[dict]:
     """The GPU rows of the profile's LeNet and synthetic matrices (``bench_gpu``
-    store).  Returns [] (and says so on stderr) when CUDA is not available."""
+    store).  Returns [] when CUDA is not available (the caller says so)."""
     if not torch.cuda.is_available():
-        print("no CUDA device: the GPU benchmark is skipped", file=sys.stderr)
         return []
     cfg = get_config(cfg)
     store = bench_store("bench_gpu", cfg, GPU_SCHEMA, store_root, device=torch.cuda.get_device_name(device))
