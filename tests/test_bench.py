@@ -196,7 +196,7 @@ def test_gpu_path_skips_cleanly_without_cuda(capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is present: the GPU path runs in the benchmark, not in this test")
     assert B.gpu_rows(tiny_cfg()) == []
-    assert "no CUDA" in capsys.readouterr().err
+    assert capsys.readouterr().err == ""  # the library is quiet; the command line and notebook 02 say why
 
 
 def test_gpu_measurement_code_path_on_the_cpu():

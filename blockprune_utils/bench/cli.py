@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 import pandas as pd
@@ -83,6 +84,8 @@ def main(argv=None) -> int:
             print(frame(rows)[CACHE_COLUMNS].round(4).to_string(index=False))
     if a.gpu:
         rows = gpu_rows(cfg, progress=progress, rerun=a.rerun)
+        if not rows:
+            print("no CUDA device: the GPU benchmark is skipped", file=sys.stderr)
         if rows:
             frames.append(frame(rows).assign(part="gpu"))
             print("\nGPU speed-up of BSR over dense (same dtype):")
