@@ -1,7 +1,6 @@
 """The BSR speed benchmark (blockprune_utils.bench), the lean inference path and
-the automatic backend choice (blockprune_utils.bsr), and the cachegrind runner and
-parser (blockprune_utils.bench.cachesim / .cachegrind): correctness of every path,
-the row schema, and the cachegrind parser.  Timings are not asserted."""
+the automatic backend choice (blockprune_utils.bsr): correctness of every path and
+the row schema (the cachegrind side: test_bench_cachegrind.py).  Timings are not asserted."""
 from __future__ import annotations
 
 import re
@@ -11,10 +10,7 @@ import pytest
 import torch
 
 from blockprune_utils import bench as B
-from blockprune_utils.bench import cachegrind as CG
-from blockprune_utils.bench import cachesim as C
 from blockprune_utils.bench import products
-from blockprune_utils.blocks import expand_block_mask
 from blockprune_utils.bsr import LEAN_FORMATS, LeanMLP, auto, auto_backends, auto_choice, num_threads, to_bsr_model
 from blockprune_utils.models import LeNet300100
 from blockprune_utils.schedule import layer_densities
@@ -152,6 +148,22 @@ def test_auto_backends_never_picks_a_format_that_failed(pruned, monkeypatch):
     assert "scipy" not in auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).values()
 
 
+def test_auto_module_path_weighs_numba_and_the_fused_forward(pruned):
+    model, _ = pruned
+    choice, rows = auto_choice(model, 3, 4, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5)
+    assert {"torch", "scipy", "numba", "dense"} <= {r["candidate"] for r in rows if r["layer"] != "model"}
+    fused = [r for r in rows if r["layer"] == "model" and r["candidate"] == "fused"]
+    assert len(fused) == 1 and fused[0]["ok"]
+    x = torch.randn(4, 784, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        np.testing.assert_allclose(to_bsr_model(model, 3, backend=choice)(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    soft = LeNet300100(authors_softmax=True)  # not a plain MLP: no fused candidate, the rest still works
+    choice, rows = auto_choice(soft, 3, 1, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5)
+    assert "fused" not in choice.values()
+    assert not any(r["ok"] for r in rows if r["candidate"] == "fused")
+
+
 def test_auto_backends_stays_dense_on_a_dense_network():
     torch.manual_seed(0)
     dense = LeNet300100().eval()  # nothing pruned: no sparse format can win at batch 32
@@ -215,58 +227,6 @@ def test_gpu_measurement_code_path_on_the_cpu():
 def test_cli_storage_only(capsys):
     assert B.main(["--quick", "--only", "storage", "--no-progress"]) == 0
     assert "storage of the three LeNet layers" in capsys.readouterr().out
-
-
-CANNED = """\
-desc: I1 cache:         32768 B, 64 B, 8-way associative
-desc: D1 cache:         32768 B, 64 B, 8-way associative
-desc: LL cache:         524288 B, 64 B, 8-way associative
-cmd: python cachesim.py driver --fmt bsr
-events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
-fl=???
-fn=PyEval_EvalFrameDefault
-0 1000 10 5 400 20 2 100 3 1
-fn=bsr_matvec_thunk
-0 600 1 0 200 8 1 40 2 0
-0 400 0 0 100 2 1 20 0 0
-fn=void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)
-0 50 0 0 20 1
-fn=csr_matvecs_thunk
-0 7 0 0 7 7 7 7 7 7
-summary: 2057 11 5 727 38 11 167 12 8
-"""
-
-
-def test_parse_cachegrind_canned_output():
-    cg = CG.parse_cachegrind(CANNED)
-    assert cg.events[:4] == ["Ir", "I1mr", "ILmr", "Dr"]
-    assert cg.totals["Ir"] == 2057 and cg.totals["DLmw"] == 8
-    assert cg.functions["bsr_matvec_thunk"]["Dr"] == 300  # two cost lines summed
-    assert cg.functions["void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)"][
-        "D1mw"] == 0  # missing trailing counts are zero
-    bsr = cg.select(CG.KERNELS["bsr"])  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
-    assert bsr["Ir"] == 1050 and bsr["Dr"] == 320 and bsr["Dw"] == 60
-    assert cg.select(CG.KERNELS["csr"])["Ir"] == 50
-    pp = CG.per_product(bsr, n=10)
-    assert pp["data_refs"] == pytest.approx(38.0)
-    assert pp["d1_misses"] == pytest.approx((11 + 2) / 10)
-    assert pp["ll_misses"] == pytest.approx(0.2)
-    assert pp["d1_miss_ratio"] == pytest.approx(13 / 380)
-    # without a summary line the totals are summed over functions
-    no_summary = CG.parse_cachegrind(CANNED.rsplit("summary:", 1)[0])
-    assert no_summary.totals["Ir"] == 2057
-    with pytest.raises(ValueError, match="events"):
-        CG.parse_cachegrind("fn=x\n0 1 2\n")
-
-
-@pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")
-def test_tiny_real_cachegrind_run(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(16, 24, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (16, 24), 4)
-    C.write_operands(tmp_path / "ops.npz", w, 4)
-    res = C.run_cachegrind(tmp_path / "ops.npz", "bsr", n=3)
-    assert "bsr_matvec" in res["kernel_functions"]
-    assert res["data_refs"] > 0 and 0 <= res["d1_miss_ratio"] <= 1 and res["n_products"] == 3
 
 
 def test_kernel_bar_reads_the_numba_rows():

@@ -1,5 +1,8 @@
-"""BSR storage and inference: products equal the dense ones, byte counts are exact."""
+"""BSR storage and inference: products equal the dense ones (every BSRLinear
+backend, to_bsr_model per layer and fused), byte counts are exact."""
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -9,7 +12,17 @@ from hypothesis import strategies as st
 from torch import nn
 
 from blockprune_utils.blocks import block_grid, expand_block_mask
-from blockprune_utils.bsr import BSRLinear, bsr_arrays, storage_bytes, to_bsr_model, to_scipy_bsr, to_scipy_csr, to_torch_bsr
+from blockprune_utils.bsr import (
+    BSRLinear,
+    FusedMLP,
+    bsr_arrays,
+    storage_bytes,
+    to_bsr_model,
+    to_scipy_bsr,
+    to_scipy_csr,
+    to_torch_bsr,
+)
+from blockprune_utils.models import LeNet300100
 from blockprune_utils.schedule import BlockPruner
 
 FAST = settings(max_examples=30, deadline=None)
@@ -75,7 +88,23 @@ def test_bsr_linear_equals_dense_float64(case, backend, bias):
 
 
 @FAST
-@given(case=pruned_weights(dtype=torch.float32), backend=st.sampled_from(["torch", "scipy", "dense"]))
+@given(case=pruned_weights(), bias=st.booleans())
+def test_numba_bsr_linear_equals_dense_to_float32_rounding(case, bias):
+    """The numba backend computes in float32 and returns the input's dtype; shapes k
+    does not divide, empty block rows and all-pruned layers included."""
+    w, k, bm, x = case
+    b = torch.randn(w.shape[0], dtype=torch.float64) if bias else None
+    layer = BSRLinear(w, b, k, bm, backend="numba")
+    xb = x.T.reshape(-1, 1, w.shape[1])
+    y = layer(xb)
+    ref = xb @ w.T + (0 if b is None else b)
+    bound = xb.abs() @ w.abs().T + (0 if b is None else b.abs())
+    assert y.dtype == torch.float64 and y.shape == ref.shape
+    assert ((y - ref).abs() <= 1e-5 * bound + 1e-6).all()
+
+
+@FAST
+@given(case=pruned_weights(dtype=torch.float32), backend=st.sampled_from(["torch", "scipy", "numba", "dense"]))
 def test_bsr_linear_equals_dense_float32(case, backend):
     w, k, bm, x = case
     b = torch.randn(w.shape[0])
@@ -137,20 +166,64 @@ class MLP(nn.Module):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-@pytest.mark.parametrize("backend", ["torch", "scipy", "dense"])
-@pytest.mark.parametrize("k", [1, 3, 4, 7])
-def test_to_bsr_model_equals_masked_model(backend, k):
+def _pruned_mlp(k, dtype=torch.float64):
     torch.manual_seed(k)
-    model = MLP().double()
+    model = MLP().to(dtype)
     pruner = BlockPruner(k=k, rates={"fc1": 0.5, "fc2": 0.3})
     for _ in range(2):
         pruner.step(model)
+    return model
+
+
+@pytest.mark.parametrize("backend", ["torch", "scipy", "numba", "dense", "fused"])
+@pytest.mark.parametrize("k", [1, 3, 4, 7])
+def test_to_bsr_model_equals_masked_model(backend, k):
+    model = _pruned_mlp(k)  # 29 -> 23 -> 10: k = 3, 4, 7 divide neither
     bsr = to_bsr_model(model, k, backend=backend)
-    assert isinstance(bsr.fc1, BSRLinear) and bsr.fc1.backend == backend
-    x = torch.randn(8, 29, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(bsr(x), model(x), rtol=1e-12, atol=1e-12)
+    if backend == "fused":
+        assert isinstance(bsr, FusedMLP) and bsr.layers == ("fc1", "fc2")
+    else:
+        assert isinstance(bsr.fc1, BSRLinear) and bsr.fc1.backend == backend
+    tol = 1e-5 if backend in ("numba", "fused") else 1e-12  # numba computes in float32
+    for batch in (1, 8, 70):  # 70: not a multiple of the 8-sample vectors
+        x = torch.randn(batch, 29, dtype=torch.float64)
+        with torch.no_grad():
+            torch.testing.assert_close(bsr(x), model(x), rtol=tol, atol=tol)
     assert model.training and not bsr.training  # the original is left alone
+
+
+def test_numba_models_copy_and_take_empty_batches():
+    model = _pruned_mlp(3, torch.float32)
+    x = torch.randn(5, 29)
+    for backend in ("numba", "fused"):
+        bsr = to_bsr_model(model, 3, backend=backend)
+        with torch.no_grad():
+            y = bsr(x)
+            twin = copy.deepcopy(bsr)  # the compiled plans are rebuilt, not copied
+            torch.testing.assert_close(twin(x), y, rtol=0, atol=0)
+            assert bsr(x[:0]).shape == (0, 10)
+            y2 = bsr(x)
+        assert y2 is not y and torch.equal(y2, y)  # each call returns its own tensor
+
+
+def test_fused_backend_refuses_a_model_that_is_not_a_relu_mlp():
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="computes something else"):
+        to_bsr_model(LeNet300100(authors_softmax=True), 2, backend="fused")  # ends in a softmax
+    tanh = nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3))
+    with pytest.raises(ValueError, match="computes something else"):
+        to_bsr_model(tanh, 2, backend="fused")
+    relu = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Linear(5, 3))
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(to_bsr_model(relu, 2, backend={"0": "fused", "2": "fused"})(x), relu(x),
+                                   rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="every layer"):
+        to_bsr_model(relu, 2, backend={"0": "fused", "2": "numba"})
+    with pytest.raises(ValueError, match="one block size"):
+        to_bsr_model(relu, {"0": 2, "2": 3}, backend="fused")
+    with pytest.raises(ValueError, match="k=9"):
+        BSRLinear(torch.randn(4, 4), None, 9, backend="numba")
 
 
 def test_to_bsr_model_per_layer_k_and_backend():

@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from blockprune_utils.blocks import block_grid, expand_block_mask
-from blockprune_utils.bsr.fused import NumbaMLP
-from blockprune_utils.bsr.kernels import MAX_K, bsr_matmul, csr_matmul, kernel_arrays
+from blockprune_utils.bsr.fused import NumbaMLP, fused_kernel
+from blockprune_utils.bsr.kernels import MAX_K, bsr_kernel, bsr_matmul, csr_matmul, kernel_arrays
 from blockprune_utils.masks import dense_state_dict
 from blockprune_utils.models import LeNet300100
 from blockprune_utils.schedule import BlockPruner
@@ -160,6 +160,37 @@ def test_fused_forward_equals_torch_model(fmt, k, parallel, batch):
         np.testing.assert_allclose(out, model(torch.from_numpy(x2)).numpy(), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("fmt,k,tiles", [("bsr", 3, (1, 7, 64)), ("csr", 1, (7, 64))])
+def test_batch_tiles_change_no_bit_of_the_result(fmt, k, tiles):
+    """The batched forward transposes and runs tiles of samples; the tile width
+    (incl. a last, partial tile) changes no bit of any sample's output."""
+    model = pruned_lenet(k)
+    x = np.random.default_rng(3).standard_normal((130, 784)).astype(np.float32)
+    whole = NumbaMLP(model, k, fmt, tile=256)(x).copy()  # one tile
+    with torch.no_grad():
+        np.testing.assert_allclose(whole, model(torch.from_numpy(x)).numpy(), rtol=1e-4, atol=1e-5)
+    for tile in tiles:
+        net = NumbaMLP(model, k, fmt, tile=tile)
+        np.testing.assert_array_equal(net(x), whole)
+        np.testing.assert_array_equal(net(x[:2]), whole[:2])  # a batch smaller than the tile
+
+
+def test_block_masks_store_zero_blocks_and_tile_is_checked():
+    w = torch.zeros(6, 9)
+    w[4, 7] = 2.0
+    masks = torch.zeros(2, 3, dtype=torch.bool)
+    masks[0, 0] = masks[1, 2] = True  # a stored all-zero block and the block holding w[4, 7]
+    net = NumbaMLP([(w, None)], 3, "bsr", block_masks=[masks])
+    x = np.random.default_rng(0).standard_normal((4, 9)).astype(np.float32)
+    np.testing.assert_array_equal(net(x), x @ w.numpy().T)
+    assert net._packed.size > NumbaMLP([(w, None)], 3, "bsr")._packed.size  # one stored block more
+    with pytest.raises(ValueError, match="2 block masks for 1 layers"):
+        NumbaMLP([(w, None)], 3, "bsr", block_masks=[masks, masks])
+    for bad in (0, -4, 2.5, True):
+        with pytest.raises(ValueError, match="tile must be a positive number"):
+            NumbaMLP([(w, None)], 3, tile=bad)
+
+
 def test_fused_forward_from_weights_and_odd_inputs():
     model = pruned_lenet(3)
     sd = dense_state_dict(model)
@@ -173,6 +204,20 @@ def test_fused_forward_from_weights_and_odd_inputs():
         np.testing.assert_allclose(net(np.asfortranarray(x)), ref, rtol=1e-4, atol=1e-5)  # any memory layout
     one = NumbaMLP([(pairs[0][0], None)], 3, "csr")  # a single layer without bias: no ReLU
     np.testing.assert_allclose(one(x[:1]), x[:1].astype(np.float32) @ pairs[0][0].numpy().T, rtol=1e-4, atol=1e-5)
+
+
+def test_every_compiled_variant_has_its_own_name():
+    """numba names machine code after the function's qualified name plus a counter of
+    the process; a kernel loaded from the disk cache must not share a symbol with a
+    different variant compiled in this process (a cached fused forward once called
+    the wrong block size that way), so every variant gets a name of its own."""
+    kernels = [bsr_kernel(k, b, p) for k in range(1, MAX_K + 1) for b in (False, True) for p in (False, True)]
+    names = {d.py_func.__qualname__ for d in kernels}
+    assert len(names) == len({id(d) for d in kernels}) and not any("<locals>" in n for n in names)
+    forwards = [fused_kernel(f, k, b, p, t) for f in ("bsr", "csr") for k in (1, 2, 4) for b in (False, True)
+                for p in (False, True) for t in (32, 64)]
+    names = {d.py_func.__qualname__ for d in forwards}
+    assert len(names) == len({id(d) for d in forwards}) and not any("<locals>" in n for n in names)
 
 
 # --------------------------------------------------------------------------- errors

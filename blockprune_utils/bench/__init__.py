@@ -13,14 +13,16 @@ and kept in a :class:`~blockprune_utils.infra.store.ResultStore`:
 * :func:`model_rows` (:mod:`.models`) - the whole pruned LeNet forward: the masked
   model, :func:`~blockprune_utils.bsr.to_bsr_model` with the dense / torch / scipy
   backends and with :func:`~blockprune_utils.bsr.auto_backends`, and the lean numpy
-  path :class:`~blockprune_utils.bsr.LeanMLP` (dense, CSR, BSR, auto).
+  path :class:`~blockprune_utils.bsr.LeanMLP` (dense, CSR, BSR, auto), and the fused
+  numba forward :class:`~blockprune_utils.bsr.NumbaMLP` (CSR, BSR).
 * :func:`cache_rows` (:mod:`.cachesim`) - simulated cache misses of the CSR / BSR /
-  dense kernels (valgrind's cachegrind).
+  dense kernels of scipy, OpenBLAS and numba (valgrind's cachegrind; :mod:`.valgrind`).
 * :func:`storage_rows` (:mod:`.storage`) - bytes of dense, CSR and BSR storage.
 
 :func:`gpu_rows` (:mod:`.gpu`) adds torch dense against sparse BSR on CUDA.  The
 weights (:mod:`.weights`) are the LeNet study's trained, pruned models when its
 store has them, else a seeded untrained LeNet pruned by the same schedule.
+:mod:`.findings` words what the rows say (the conclusion of notebook 02).
 
 Entry point: ``python -m blockprune_utils.bench --quick`` (a few minutes at most;
 prints the speed-up tables) or ``python -m blockprune_utils.bench`` (the paper
@@ -45,7 +47,7 @@ from .config import (
     BenchConfig,
     get_config,
 )
-from .gpu import GPU_SCHEMA, gpu_rows, measure_gpu
+from .gpu import GPU_SCHEMA, gpu_available, gpu_rows, measure_gpu
 from .harness import all_threads, blas_control, machine, num_threads, row_provenance
 from .models import MODEL_SCHEMA, measure_model, model_rows
 from .products import MATRIX_SCHEMA, build_operands, matrix_rows, measure_matrix
@@ -64,8 +66,9 @@ from .weights import (
 __all__ = [
     "CACHE_SCHEMA", "CacheCase", "cache_cases", "cache_rows", "valgrind_path", "main", "DENSE_FORMATS", "DENSE_VARIANTS",
     "FORMATS", "GPU_FORMATS", "LAYERS", "MODEL_VARIANTS", "PROFILES", "SPARSE_FORMATS", "SPARSE_VARIANTS", "BenchConfig",
-    "get_config", "GPU_SCHEMA", "gpu_rows", "measure_gpu", "all_threads", "blas_control", "machine", "num_threads",
-    "row_provenance", "MODEL_SCHEMA", "measure_model", "model_rows", "MATRIX_SCHEMA", "build_operands", "matrix_rows",
+    "get_config", "GPU_SCHEMA", "gpu_available", "gpu_rows", "measure_gpu", "all_threads", "blas_control", "machine",
+    "num_threads", "row_provenance", "MODEL_SCHEMA", "measure_model", "model_rows", "MATRIX_SCHEMA", "build_operands",
+    "matrix_rows",
     "measure_matrix", "STORAGE_SCHEMA", "storage_rows", "frame", "gpu_table", "kernel_bar", "model_table", "speedup_summary",
     "speedup_table", "storage_table", "Matrix", "describe_weights", "lenet_matrices", "pruned_lenet_model",
     "synthetic_matrices", "synthetic_matrix", "untrained_pruned_lenets",

@@ -1,5 +1,6 @@
 """Reading valgrind cachegrind output: the simulated cache, the kernel functions of
-each format, and the parser of ``cachegrind.out`` files."""
+each format (scipy's compiled kernels, OpenBLAS, numba's JIT code), and the parser
+of ``cachegrind.out`` files."""
 from __future__ import annotations
 
 import re
@@ -15,10 +16,16 @@ CACHE = {"I1": (32768, 8, 64), "D1": (32768, 8, 64), "LL": (524288, 8, 64)}
 # (``csr_matvec<int, float>``) into their type-dispatch thunks, so the thunk (with
 # its few dispatch instructions) is counted too; scipy's bsr_matvec hands k=1 to
 # csr_matvec.
+# The numba kernels are JIT code without a symbol: cachegrind names it "???" (or by
+# its address); their per-product counts come from differencing two runs
+# (:mod:`.cachegrind_numba_driver`).
+JIT_CODE = r"^(?:\?\?\?|0x[0-9a-fA-F]+)$"
 KERNELS = {
     "csr": r"\bcsr_matvec(?:<|_thunk)",
     "bsr": r"\b(?:bsr|csr)_matvec(?:<|_thunk)",
     "dense": r"sgemv",
+    "numba_csr": JIT_CODE,
+    "numba_bsr": JIT_CODE,
 }
 EVENTS = ("Ir", "Dr", "Dw", "D1mr", "D1mw", "DLmr", "DLmw")
 
@@ -101,6 +108,11 @@ def parse_cachegrind(text: str) -> Cachegrind:
             for ev, v in counts.items():
                 totals[ev] += v
     return Cachegrind(events=events, totals=totals, functions=functions, command=command)
+
+
+def difference(more: dict[str, int], fewer: dict[str, int]) -> dict[str, int]:
+    """Event counts of one run minus those of another (``more - fewer``, per event)."""
+    return {ev: more.get(ev, 0) - fewer.get(ev, 0) for ev in set(more) | set(fewer)}
 
 
 def per_product(counts: dict[str, int], n: int) -> dict[str, float]:

@@ -3,7 +3,7 @@
 It imports only numpy, and loads scipy's ``_sparsetools`` extension from the path
 it is given without importing ``scipy.sparse`` (whose import would dominate the run
 under valgrind).  It is run as a file, ``python -P .../cachegrind_driver.py --npz
-... --fmt ...`` (:func:`blockprune_utils.bench.cachesim.cachegrind_command`), so
+... --fmt ...`` (:func:`blockprune_utils.bench.valgrind.cachegrind_command`), so
 that neither the package nor torch is imported.  Before the counted products it
 reads every operand once with numpy reductions (other functions, not counted), so
 the counts are those of the warm steady state of repeated inference.

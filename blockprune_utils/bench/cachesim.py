@@ -24,16 +24,18 @@ OpenBLAS's ``sgemv*``) run nowhere else in the driver
 the number of products, are exactly the kernel's own references and misses per
 product; the interpreter's call overhead (the same for every format) is left out.
 
+The numba kernels (formats ``numba_csr`` / ``numba_bsr``, :mod:`blockprune_utils.bsr.jit`)
+are JIT code without symbol names, so they are measured by the difference of two
+runs instead (:func:`~.valgrind.numba_product_counts`), at batch 1 (matrix-vector,
+like the scipy rows) and at the profile's larger ``cache_batches`` (one product
+``Y = W X`` in the kernels' (features, batch) layout).
+
 The parent side (:func:`cachesim_rows`) writes the operands of a pruned layer,
 built with :func:`~blockprune_utils.bsr.to_scipy_bsr` / ``to_scipy_csr``, to an
 ``.npz`` file, runs the driver under cachegrind and parses its output file.
 """
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -43,38 +45,29 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..bsr import to_scipy_bsr, to_scipy_csr
+from ..bsr import bsr_matmul, csr_matmul, kernel_arrays, to_scipy_bsr, to_scipy_csr
 from ..bsr.lean import sparsetools_path
 from ..infra.store import Schema
 from ..masks import dense_state_dict
 from . import cachegrind_driver
-from .cachegrind import CACHE, KERNELS, cache_description, parse_cachegrind, per_product
+from .cachegrind import CACHE, KERNELS, cache_description, per_product
 from .config import WEIGHT_FIELDS, BenchConfig, bench_store, get_config
 from .harness import MACHINE_COLUMNS, all_threads, row_provenance
+from .valgrind import numba_product_counts, run_cachegrind_tool, valgrind_path, valgrind_version
 from .weights import config_model, weights_tag
 
+__all__ = ["CACHE_SCHEMA", "CacheCase", "cache_cases", "cache_rows", "cachesim_rows", "run_cachegrind", "valgrind_path",
+           "valgrind_version", "write_operands", "NUMBA_FORMATS", "cache_description"]
+
+NUMBA_FORMATS = ("numba_csr", "numba_bsr")
 CACHE_SCHEMA = Schema(
-    key=("matrix", "format", "n"),
+    key=("matrix", "format", "batch", "n"),
     values=("family", "layer", "round", "weights", "density", "rows", "cols", "nnz", "nnz_blocks", "k", "fmt",
             "n_products", "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio",
             "ll_local_miss_ratio", "kernel_functions", "cache", "valgrind", "method", *MACHINE_COLUMNS),
 )
-METHOD = "cachegrind per-function counts of the product kernel, warm caches"
-
-
-def valgrind_path() -> str | None:
-    """The valgrind executable, or None when it is not installed."""
-    return shutil.which("valgrind")
-
-
-def valgrind_version() -> str | None:
-    exe = valgrind_path()
-    if exe is None:
-        return None
-    try:
-        return subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
+METHOD = {"scipy": "cachegrind per-function counts of the product kernel, warm caches",
+          "numba": "cachegrind counts of the JIT code, run of 2n products minus run of n, warm caches"}
 
 
 def write_operands(path, weight, k: int, x=None) -> dict:
@@ -89,42 +82,51 @@ def write_operands(path, weight, k: int, x=None) -> dict:
     if x.shape[0] < bsr.shape[1]:
         x = np.concatenate([x, np.zeros(bsr.shape[1] - x.shape[0], np.float32)])
     np.savez(
-        path, x=x, k=np.int64(k), dense=w.numpy(),
+        path, x=x, k=np.int64(k), dense=w.numpy(), shape=np.array(w.shape),
         csr_data=csr.data, csr_indices=csr.indices, csr_indptr=csr.indptr, csr_shape=np.array(csr.shape),
         bsr_data=bsr.data, bsr_indices=bsr.indices, bsr_indptr=bsr.indptr, bsr_shape=np.array(bsr.shape),
     )
     return {"rows": int(w.shape[0]), "cols": int(w.shape[1]), "nnz": int(csr.nnz), "nnz_blocks": int(bsr.indices.size)}
 
 
-def cachegrind_command(npz, fmt: str, n: int, out_file, python: str | None = None) -> list[str]:
-    """The valgrind command line that runs the driver file on one operand file (on
-    Python >= 3.11 with ``-P``: the driver's folder is not put on ``sys.path``)."""
-    cache = [f"--{name}={size},{assoc},{line}" for name, (size, assoc, line) in CACHE.items()]
-    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
-    cmd = [valgrind_path() or "valgrind", "--tool=cachegrind", "--cache-sim=yes", *cache,
-           f"--cachegrind-out-file={out_file}", python or sys.executable, *safe_path,
-           str(Path(cachegrind_driver.__file__).resolve()), "--npz", str(npz), "--fmt", fmt, "--n", str(n)]
+def driver_args(npz, fmt: str, n: int) -> list[str]:
+    """The arguments of :mod:`.cachegrind_driver` for one operand file and format."""
+    args = ["--npz", str(npz), "--fmt", fmt, "--n", str(n)]
     if fmt != "dense":
         path = sparsetools_path()
         if path is None:
             raise RuntimeError("this scipy has no compiled sparse kernels (_sparsetools): no csr/bsr cache simulation")
-        cmd += ["--sparsetools", path]
-    return cmd
+        args += ["--sparsetools", path]
+    return args
 
 
-def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600) -> dict:
-    """Run the driver under cachegrind; per-product counts of the ``fmt`` kernel."""
+def warm_numba_kernel(npz, fmt: str, batch: int) -> None:
+    """Run the numba kernel of ``fmt`` once here, so that numba's disk cache holds the
+    machine code the cachegrind child then loads instead of compiling it under valgrind."""
+    z = np.load(npz)
+    w = torch.from_numpy(z["dense"])
+    x = np.zeros((w.shape[1],) + ((batch,) if batch > 1 else ()), np.float32)
+    y = np.zeros((w.shape[0],) + x.shape[1:], np.float32)
+    a = kernel_arrays(w, int(z["k"]), "csr" if fmt == "numba_csr" else "bsr")
+    if a.fmt == "csr":
+        csr_matmul(a.data, a.indices, a.indptr, x, y)
+    else:
+        bsr_matmul(a.data, a.indices, a.indptr, a.k, x, y)
+
+
+def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600, batch: int = 1) -> dict:
+    """Run the driver of ``fmt`` under cachegrind; per-product counts of its kernel
+    (scipy / OpenBLAS: by function; numba: two runs differenced)."""
     if valgrind_path() is None:
         raise RuntimeError("valgrind is not installed (apt-get install valgrind): no cache simulation")
     if n < 1:
         raise ValueError(f"n must be >= 1 products, got {n}")
-    with tempfile.TemporaryDirectory(prefix="cachesim-") as tmp:
-        out = Path(tmp) / "cachegrind.out"
-        env = {**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run(cachegrind_command(npz, fmt, n, out), capture_output=True, text=True, timeout=timeout, env=env)
-        if proc.returncode != 0 or not out.exists():
-            raise RuntimeError(f"cachegrind run failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
-        cg = parse_cachegrind(out.read_text())
+    if fmt in NUMBA_FORMATS:
+        warm_numba_kernel(npz, fmt, batch)
+        return numba_product_counts(npz, fmt, n, batch, timeout=timeout)
+    if batch != 1:
+        raise ValueError(f"the {fmt} driver runs matrix-vector products only (batch 1), got batch {batch}")
+    cg = run_cachegrind_tool(cachegrind_driver.__file__, driver_args(npz, fmt, n), timeout)
     kernel = cg.select(KERNELS[fmt])
     if kernel["Ir"] == 0:
         raise RuntimeError(f"no {fmt} kernel function ({KERNELS[fmt]!r}) in the cachegrind output: is the library stripped?")
@@ -133,14 +135,15 @@ def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600) -> dict:
 
 @dataclass(frozen=True)
 class CacheCase:
-    """One cachegrind run: a weight matrix (named) in one format; ``meta``: the
-    row's family, layer, round, weights and density."""
+    """One cachegrind measurement: a weight matrix (named) in one format at one batch
+    size; ``meta``: the row's family, layer, round, weights and density."""
 
     name: str
     fmt: str
     weight: object = field(compare=False, repr=False)
     k: int = 1
     meta: dict = field(default_factory=dict, compare=False)
+    batch: int = 1
 
 
 def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bool = False) -> list[dict]:
@@ -152,7 +155,7 @@ def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bo
     rows: dict[int, dict] = {}
     todo = []
     for i, c in enumerate(cases):
-        key = {"matrix": c.name, "format": c.fmt, "n": int(n)}
+        key = {"matrix": c.name, "format": c.fmt, "batch": int(c.batch), "n": int(n)}
         found = store.get(key) if store is not None else None
         if found is not None:
             rows[i] = found
@@ -164,8 +167,9 @@ def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bo
         with tempfile.TemporaryDirectory(prefix="cachesim-ops-") as tmp:
             npz = Path(tmp) / "ops.npz"
             sizes = write_operands(npz, c.weight, c.k)
-            res = run_cachegrind(npz, c.fmt, n)
-        values = {**c.meta, **sizes, "k": c.k, **res, "cache": cache_description(), "valgrind": version, "method": METHOD,
+            res = run_cachegrind(npz, c.fmt, n, batch=c.batch)
+        method = METHOD["numba" if c.fmt in NUMBA_FORMATS else "scipy"]
+        values = {**c.meta, **sizes, "k": c.k, **res, "cache": cache_description(), "valgrind": version, "method": method,
                   **{m: prov[m] for m in MACHINE_COLUMNS}}
         return i, (store.put(key, values, prov) if store is not None else CACHE_SCHEMA.make(key, values, prov, None))
 
@@ -177,8 +181,9 @@ def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bo
 
 
 def cache_cases(cfg: BenchConfig) -> list[CacheCase]:
-    """The cachegrind set: LeNet fc1 at ``cache_ks`` x ``cache_rounds`` in CSR and
-    BSR, plus (``cache_dense``) one dense run (dense work does not depend on the pattern)."""
+    """The cachegrind set: LeNet fc1 at ``cache_ks`` x ``cache_rounds`` in scipy's CSR
+    and BSR (batch 1) and numba's CSR and BSR (each of ``cache_batches``), plus
+    (``cache_dense``) one dense run (dense work does not depend on the pattern)."""
     cases = []
     for k in cfg.cache_ks:
         for r in cfg.cache_rounds:
@@ -189,6 +194,8 @@ def cache_cases(cfg: BenchConfig) -> list[CacheCase]:
             name = f"lenet-fc1-k{k}-r{r}-{weights_tag(source)}"
             for fmt in ("csr", "bsr"):
                 cases.append(CacheCase(name, fmt, w, int(k), meta))
+            for b in cfg.cache_batches:
+                cases += [CacheCase(name, fmt, w, int(k), meta, int(b)) for fmt in NUMBA_FORMATS]
             if cfg.cache_dense and not any(c.fmt == "dense" for c in cases):
                 cases.append(CacheCase(name, "dense", w, int(k), meta))
     return cases

@@ -18,7 +18,8 @@ from .storage import storage_rows
 from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
 
 PARTS = ("matrices", "models", "storage", "cache")
-CACHE_COLUMNS = ["matrix", "fmt", "k", "density", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio"]
+CACHE_COLUMNS = ["matrix", "fmt", "batch", "k", "density", "instructions", "data_refs", "d1_misses", "ll_misses",
+                 "d1_miss_ratio", "ll_miss_ratio"]
 
 
 def parser() -> argparse.ArgumentParser:

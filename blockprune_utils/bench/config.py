@@ -52,6 +52,7 @@ class BenchConfig:
     cache_ks: tuple = (2, 4, 6)
     cache_rounds: tuple = (6, 11, 16)
     cache_products: int = 20
+    cache_batches: tuple = (1, 256)  # numba kernels only: scipy's driver runs matrix-vector products
     cache_dense: bool = True
     budget_s: float = 0.006
     min_repeats: int = 5

@@ -93,11 +93,16 @@ def measure_gpu(m: Matrix, batch: int, cfg: BenchConfig, device: str = "cuda", p
     return out
 
 
+def gpu_available() -> bool:
+    """Whether torch sees a CUDA device (the GPU rows need one)."""
+    return torch.cuda.is_available()
+
+
 def gpu_rows(cfg: BenchConfig | str = "quick", *, rerun: bool = False, progress: bool = False, store_root=None,
              device: str = "cuda") -> list[dict]:
     """The GPU rows of the profile's LeNet and synthetic matrices (``bench_gpu``
     store).  Returns [] when CUDA is not available (the caller says so)."""
-    if not torch.cuda.is_available():
+    if not gpu_available():
         return []
     cfg = get_config(cfg)
     store = bench_store("bench_gpu", cfg, GPU_SCHEMA, store_root, device=torch.cuda.get_device_name(device))

@@ -2,8 +2,10 @@
 
 Variants: the masked (parametrized) model, plain ``nn.Linear`` layers, the
 :func:`~blockprune_utils.bsr.to_bsr_model` backends (dense / torch / scipy, and the
-measured per-layer choice of :func:`~blockprune_utils.bsr.auto_backends`), and the
-lean numpy path :class:`~blockprune_utils.bsr.LeanMLP` (dense, CSR, BSR, auto).
+measured choice of :func:`~blockprune_utils.bsr.auto_backends`, which also weighs
+numba layers and the fused whole-model forward), the lean numpy path
+:class:`~blockprune_utils.bsr.LeanMLP` (dense, CSR, BSR, auto), and the fused numba
+forward :class:`~blockprune_utils.bsr.NumbaMLP` (CSR, BSR).
 Each variant is checked against a float64 forward of the dense weights, then all
 are timed interleaved.
 """

@@ -1,30 +1,30 @@
 """Block Sparse Row storage and inference: conversion of block-pruned weights to
-scipy / torch BSR (and CSR for comparison), BSR layers and models, storage bytes;
-the lean numpy inference path of pruned MLPs (:mod:`.lean`), numba BSR / CSR
-kernels and a fused whole-model forward (:mod:`.kernels`, :mod:`.fused`), the measured
-per-layer backend choice (:mod:`.auto`) and the timing helpers both use (:mod:`.timing`)."""
+scipy / torch BSR (and CSR for comparison) and storage bytes (:mod:`.convert`); the
+numba BSR / CSR kernels (:mod:`.jit`, checked in :mod:`.kernels`) and the fused
+whole-model forward (:mod:`.fused`); torch modules - BSRLinear, FusedMLP,
+to_bsr_model (:mod:`.layers`); the lean numpy inference path of pruned MLPs
+(:mod:`.lean`); the measured per-layer backend choice (:mod:`.auto`) and the timing
+helpers both use (:mod:`.timing`)."""
 from .auto import auto_backends, auto_choice
 from .convert import (
-    BACKENDS,
     INDEX_DTYPE,
-    BSRLinear,
     Storage,
     bsr_arrays,
     padded_shape,
     quiet_sparse_beta,
     storage_bytes,
-    to_bsr_model,
     to_scipy_bsr,
     to_scipy_csr,
     to_torch_bsr,
 )
-from .fused import NumbaMLP
+from .fused import TILE, NumbaMLP
 from .kernels import MAX_K, KernelArrays, bsr_matmul, csr_matmul, kernel_arrays
+from .layers import BACKENDS, FUSED, BSRLinear, FusedMLP, to_bsr_model
 from .lean import LEAN_FORMATS, LeanLayer, LeanMLP, lean_kernel, linear_layers, reference_forward
 from .timing import Timing, blas_control, close_enough, num_threads, time_calls
 
-__all__ = ["BACKENDS", "INDEX_DTYPE", "BSRLinear", "Storage", "bsr_arrays", "padded_shape", "quiet_sparse_beta",
-           "storage_bytes", "to_bsr_model", "to_scipy_bsr", "to_scipy_csr", "to_torch_bsr"]
+__all__ = ["BACKENDS", "FUSED", "INDEX_DTYPE", "BSRLinear", "FusedMLP", "Storage", "bsr_arrays", "padded_shape",
+           "quiet_sparse_beta", "storage_bytes", "to_bsr_model", "to_scipy_bsr", "to_scipy_csr", "to_torch_bsr"]
 __all__ += ["auto_backends", "auto_choice", "LEAN_FORMATS", "LeanLayer", "LeanMLP", "lean_kernel", "linear_layers",
             "reference_forward", "Timing", "blas_control", "close_enough", "num_threads", "time_calls"]
-__all__ += ["NumbaMLP", "MAX_K", "KernelArrays", "bsr_matmul", "csr_matmul", "kernel_arrays"]
+__all__ += ["NumbaMLP", "TILE", "MAX_K", "KernelArrays", "bsr_matmul", "csr_matmul", "kernel_arrays"]

@@ -1,10 +1,13 @@
 """Automatic per-layer choice of the fastest backend, by measurement.
 
 :func:`auto_backends` times, for each Linear layer of a pruned MLP at one batch
-size, every candidate backend - the :class:`~.convert.BSRLinear` backends
-(``path="module"``) or the :class:`~.lean.LeanMLP` formats (``path="lean"``) - and
-returns the fastest that is *measurably* faster than dense, after checking every
-candidate against a float64 reference.  :func:`auto_choice` returns the evidence too.
+size, every candidate backend - the :class:`~.layers.BSRLinear` backends
+(``path="module"``: torch, scipy, numba, dense) or the :class:`~.lean.LeanMLP`
+formats (``path="lean"``) - and returns the fastest that is *measurably* faster than
+dense, after checking every candidate against a float64 reference.  The choice is
+then timed as a whole forward against the uniform models; on the module path these
+include the whole model as one compiled call (``"fused"``, :class:`~.layers.FusedMLP`).
+:func:`auto_choice` returns the evidence too.
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import torch
 from torch import nn
 
 from ..masks import dense_state_dict
-from .convert import BACKENDS, BSRLinear, to_bsr_model
+from .layers import BACKENDS, FUSED, BSRLinear, to_bsr_model
 from .lean import LEAN_FORMATS, LeanLayer, LeanMLP, linear_layers, reference_forward
 from .timing import KERNEL_ERRORS, RTOL, as_numpy, close_enough, measurably_faster, num_threads, time_calls
 
@@ -25,8 +28,14 @@ PATHS = ("module", "lean")
 
 
 def _module_candidates(w, b, k) -> dict:
-    """One layer as a :class:`BSRLinear` of each backend."""
-    return {be: BSRLinear(w, b, k, backend=be) for be in BACKENDS}
+    """One layer as a :class:`BSRLinear` of each backend that can hold it (numba: k <= 8)."""
+    out = {}
+    for be in BACKENDS:
+        try:
+            out[be] = BSRLinear(w, b, k, backend=be)
+        except KERNEL_ERRORS:
+            continue
+    return out
 
 
 def _lean_candidates(w, b, k) -> dict:
@@ -114,16 +123,19 @@ def auto_choice(model: nn.Module, k, batch: int, *, path: str = "module", thread
 
 def _verify_on_model(model, k, batch, path, choice, failed, rows, *, budget_s, margin, min_repeats, max_repeats, seed):
     """The per-layer choice timed as a whole model against all-dense and each uniform
-    format (a layer's cost also depends on the memory layout its input arrives in,
+    format - on the module path also the whole model as one compiled call, "fused"
+    (a layer's cost also depends on the memory layout its input arrives in,
     which a per-layer timing does not see).  The fastest wins if it is measurably
     faster than all-dense; otherwise all-dense.  Formats that failed a check on any
     layer are not candidates."""
     names = list(choice)
-    fmts = ("dense", "torch", "scipy") if path == "module" else LEAN_FORMATS
+    fmts = BACKENDS if path == "module" else LEAN_FORMATS
     cands = {"per-layer": dict(choice)}
     for f in fmts:
         if f not in failed:
             cands[f"all-{f}"] = {n: f for n in names}
+    if path == "module" and "numba" not in failed:
+        cands[FUSED] = {n: FUSED for n in names}
     unique = {}
     for label, c in cands.items():
         if c not in unique.values():
@@ -133,12 +145,13 @@ def _verify_on_model(model, k, batch, path, choice, failed, rows, *, budget_s, m
     ref, bound = reference_forward(model, x, names), reference_forward(model, x, names, bound=True)
     fns = {}
     for label, c in unique.items():
-        if path == "module":
-            fns[label] = functools.partial(to_bsr_model(model, k, backend=c), x)
-        else:
-            fns[label] = functools.partial(LeanMLP(model, k, c, layers=names), x.numpy())
-        if not _check(lambda f=fns[label]: as_numpy(f(), batch), ref, bound)[0]:
-            del fns[label]
+        try:  # a model that is not a plain MLP has no fused form; a format may not hold a layer
+            net = to_bsr_model(model, k, backend=c) if path == "module" else LeanMLP(model, k, c, layers=names)
+        except KERNEL_ERRORS:
+            continue
+        fn = functools.partial(net, x if path == "module" else x.numpy())
+        if _check(lambda f=fn: as_numpy(f(), batch), ref, bound)[0]:
+            fns[label] = fn
     timings = time_calls(fns, budget_s=budget_s, min_repeats=min_repeats, max_repeats=max_repeats)
     dense = timings.get("all-dense")
     best = min(timings, key=lambda n: timings[n].median_ns) if timings else "all-dense"
@@ -154,9 +167,10 @@ def _verify_on_model(model, k, batch, path, choice, failed, rows, *, budget_s, m
 def auto_backends(model: nn.Module, k, batch: int, **kwargs) -> dict[str, str]:
     """The fastest measured backend of each Linear layer of an MLP at ``batch``.
 
-    ``path="module"`` (default) chooses among the :class:`~.convert.BSRLinear`
-    backends (``torch``, ``scipy``, ``dense``; the result goes straight into
-    ``to_bsr_model(model, k, backend=...)``); ``path="lean"`` among the
+    ``path="module"`` (default) chooses among the :class:`~.layers.BSRLinear`
+    backends (``torch``, ``scipy``, ``numba``, ``dense``) and the whole-model
+    ``fused`` forward (every layer then reads ``"fused"``); the result goes straight
+    into ``to_bsr_model(model, k, backend=...)``.  ``path="lean"`` chooses among the
     :class:`~.lean.LeanMLP` formats (``dense``, ``csr``, ``bsr``).  Every candidate's
     output is first checked against a float64 dense reference and a candidate that
     fails is never chosen.  A sparse candidate is chosen only when it is measurably

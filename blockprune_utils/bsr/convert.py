@@ -1,4 +1,6 @@
-"""Block Sparse Row (BSR) storage and inference for block-pruned layers.
+"""Block Sparse Row (BSR) storage of block-pruned layers: the BSR arrays, scipy and
+torch BSR (and CSR for comparison) and storage bytes.  The torch modules that
+compute with them are in :mod:`.layers`.
 
 Padding policy
 --------------
@@ -18,14 +20,12 @@ hold zeros is still stored and the structure equals the pruning pattern.
 from __future__ import annotations
 
 import contextlib
-import copy
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from torch import nn
 
 from ..blocks import as_matrix, block_grid, block_mask_of, check_block_size, to_blocks
 
@@ -127,80 +127,3 @@ def storage_bytes(weight, k: int, block_mask=None) -> Storage:
         nnz=int(csr.nnz),
         nnz_blocks=int(bsr.indices.size),
     )
-
-
-BACKENDS = ("torch", "scipy", "dense")
-
-
-class BSRLinear(nn.Module):
-    """A Linear layer whose weight is held in BSR form.
-
-    ``backend``: ``"torch"`` (torch sparse BSR, CPU or GPU), ``"scipy"`` (CPU,
-    ``scipy.sparse.bsr_matrix``; inference only, no autograd) or ``"dense"``
-    (a dense copy: the reference the others are compared with, and what the
-    automatic backend choice falls back to).
-    """
-
-    def __init__(self, weight: torch.Tensor, bias, k: int, block_mask=None, backend: str = "torch"):
-        super().__init__()
-        if backend not in BACKENDS:
-            raise ValueError(f"unknown BSR backend {backend!r}; choose one of {BACKENDS}")
-        self.k = check_block_size(k)
-        self.backend = backend
-        self.out_features, self.in_features = weight.shape
-        self.padded = padded_shape(weight.shape, k)
-        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
-        if backend == "torch":
-            self.register_buffer("weight_bsr", to_torch_bsr(weight, k, block_mask).to(weight.device))
-        elif backend == "scipy":
-            self.weight_scipy = to_scipy_bsr(weight.double() if weight.dtype == torch.float64 else weight.float(), k, block_mask)
-        else:
-            self.register_buffer("weight_dense", weight.detach().clone())
-
-    @classmethod
-    def from_linear(cls, linear: nn.Linear, k: int, block_mask=None, backend: str = "torch") -> "BSRLinear":
-        return cls(linear.weight.detach(), linear.bias, k, block_mask, backend)
-
-    def extra_repr(self) -> str:
-        return f"in={self.in_features}, out={self.out_features}, k={self.k}, backend={self.backend}"
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
-        if self.backend == "dense":
-            y = x2 @ self.weight_dense.T
-        else:
-            pad = self.padded[1] - self.in_features
-            if pad:
-                x2 = nn.functional.pad(x2, (0, pad))
-            if self.backend == "torch":
-                y = (self.weight_bsr @ x2.T.contiguous()).T
-            else:
-                y = torch.from_numpy(np.asarray(self.weight_scipy @ x2.T.detach().cpu().numpy()).T)
-            y = y[:, : self.out_features]
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*lead, self.out_features)
-
-
-def to_bsr_model(model: nn.Module, k, backend="torch", layers=None) -> nn.Module:
-    """A copy of ``model`` in eval mode whose (masked) Linear layers are BSRLinear.
-
-    ``k`` is one block size or a dict layer-name -> k; ``backend`` one name or a dict
-    layer-name -> backend.
-    ``layers`` defaults to every Linear layer.  Masks are read from the pruned
-    weights' zero pattern at block granularity.
-    """
-    bsr_model = copy.deepcopy(model).eval()
-    names = layers or [n for n, m in bsr_model.named_modules() if isinstance(m, nn.Linear)]
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = bsr_model.get_submodule(parent_name) if parent_name else bsr_model
-        linear = getattr(parent, child)
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"layer {name!r} is a {type(linear).__name__}, not nn.Linear")
-        kk = k[name] if isinstance(k, dict) else k
-        bk = backend[name] if isinstance(backend, dict) else backend
-        setattr(parent, child, BSRLinear.from_linear(linear, kk, backend=bk))
-    return bsr_model
-

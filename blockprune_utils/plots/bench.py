@@ -163,51 +163,68 @@ def break_even_map_caption(table) -> str:
             "interpolated on log-log axes between the measured rounds.")
 
 
+CACHE_FORMATS = {"csr": "scipy CSR", "bsr": "scipy BSR", "numba_csr": "numba CSR", "numba_bsr": "numba BSR",
+                 "dense": "OpenBLAS dense"}
+# CSR orange, BSR blue (scipy light, numba dark), dense grey
+CACHE_COLORS = {"scipy CSR": "#fdae6b", "numba CSR": "#e6550d", "scipy BSR": "#9ecae1", "numba BSR": "#3182bd",
+                "OpenBLAS dense": "0.6"}
+CACHE_METRICS = (("instructions", "instructions per product"), ("d1_misses", "D1 misses per product"),
+                 ("ll_misses", "LL misses per product"))
+
+
 def cache_misses(rows):
-    """cachegrind: D1 and LL miss ratios and misses per product, CSR vs BSR vs k
-    (one line per format and density; dense as a reference line)."""
+    """cachegrind: instructions, D1 misses and LL misses per product, one bar per
+    kernel (scipy / numba, CSR / BSR, dense when measured), grouped by (k, round);
+    one column of panels per batch size."""
     df = _df(rows)
     if df.empty:
         raise ValueError("no cachegrind rows")
-    # one style per pruning round (its density differs by k only through edge blocks)
+    df = df.assign(batch=df["batch"].fillna(1).astype(int) if "batch" in df else 1, k=df["k"].astype(int),
+                   kernel=df["fmt"].map(CACHE_FORMATS))
     approx = (100 * df.groupby("round")["density"].transform("mean")).round(1)
-    df = df.assign(density_pct=[f"round {r} (~{d:g}%)" for r, d in zip(df["round"], approx)], k=df["k"].astype(int))
-    sparse = df[df["fmt"] != "dense"]
+    df = df.assign(case=[f"k={k}, round {r}\n(~{d:g}% dense)" for k, r, d in zip(df["k"], df["round"], approx)])
     dense = df[df["fmt"] == "dense"]
-    metrics = [("d1_miss_ratio", "D1 miss ratio"), ("ll_miss_ratio", "LL miss ratio"),
-               ("d1_misses", "D1 misses per product"), ("ll_misses", "LL misses per product")]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), squeeze=False)
-    for ax, (m, label) in zip(axes.ravel(), metrics):
-        sns.lineplot(data=sparse, x="k", y=m, hue="fmt", style="density_pct", markers=True, dashes=False, ax=ax,
-                     style_order=sorted(sparse["density_pct"].unique(), key=lambda s: -float(s.split("~")[1][:-2])),
-                     legend=ax is axes[0][1], palette={"csr": "tab:orange", "bsr": "tab:blue"})
-        for v in dense[m]:
-            ax.axhline(v, color="0.4", ls=":", lw=1.2, label="dense (any k)")
-        ax.set_ylabel(label)
-        ax.set_xticks(sorted(sparse["k"].unique()))
-        top = float(np.nanmax(df[m])) if df[m].notna().any() else 1.0
-        if "ratio" in m:  # linear, from 0: small differences are not blown up
-            ax.set_ylim(0, 1.15 * top if top > 0 else 1)
-            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:.3g}%"))
-        else:
-            ax.set_yscale("symlog", linthresh=1)
-            ax.set_ylim(0, 2 * top if top > 0 else 1)
-    if axes[0][1].get_legend() is not None:
-        sns.move_legend(axes[0][1], "upper left", bbox_to_anchor=(1.02, 1), title="format / density %", fontsize=8)
+    sparse = df[df["fmt"] != "dense"]
+    cases = sorted(sparse["case"].unique(), key=lambda c: (int(c.split(",")[0][2:]), int(c.split("round ")[1].split("\n")[0])))
+    batches = sorted(sparse["batch"].unique())
+    fig, axes = plt.subplots(len(CACHE_METRICS), len(batches), figsize=(max(4.5, 1.0 * len(cases) + 2.5) * len(batches),
+                                                                        2.6 * len(CACHE_METRICS)), squeeze=False)
+    for j, b in enumerate(batches):
+        sub = sparse[sparse["batch"] == b]
+        if b == 1 and not dense.empty:  # one dense run (its work does not depend on the pattern) beside every case
+            sub = pd.concat([sub, *(dense.assign(case=c, batch=1) for c in cases)], ignore_index=True)
+        kernels = [v for v in CACHE_FORMATS.values() if v in set(sub["kernel"])]
+        for i, (m, label) in enumerate(CACHE_METRICS):
+            ax = axes[i][j]
+            sns.barplot(data=sub, x="case", y=m, hue="kernel", order=cases, hue_order=kernels, palette=CACHE_COLORS,
+                        ax=ax, legend=False)
+            for bars in ax.containers if len(cases) <= 3 else ():  # numbers on the bars while they fit
+                ax.bar_label(bars, fmt="{:,.0f}", fontsize=7, padding=1)
+            ax.set_yscale("symlog", linthresh=10)  # misses can be 0
+            ax.set_ylim(0, 8 * max(10.0, float(sub[m].max())))
+            ax.set_ylabel(label if j == 0 else "")
+            ax.set_xlabel("")
+            ax.set_title(f"batch {b}" if i == 0 else "", fontsize=10)
+    shown = [v for v in CACHE_FORMATS.values() if v in set(df["kernel"])]
     layer = df["layer"].iloc[0] if "layer" in df else ""
-    fig.suptitle(f"LeNet {layer} y = W x, simulated caches ({df['cache'].iloc[0]}); dotted: dense", y=1.0)
-    fig.tight_layout()
-    cols = ["matrix", "layer", "fmt", "k", "round", "density", "weights", "rows", "cols", "nnz", "nnz_blocks", "n_products",
-            "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio", "cache", "valgrind"]
+    fig.suptitle(f"LeNet {layer}: one product Y = W X in simulated caches ({df['cache'].iloc[0]})", y=1.0)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
+    fig.legend(handles=[plt.Rectangle((0, 0), 1, 1, color=CACHE_COLORS[v]) for v in shown], labels=shown,
+               loc="upper center", bbox_to_anchor=(0.5, 0.97), ncol=len(shown), fontsize=8, frameon=False)
+    cols = ["matrix", "layer", "fmt", "kernel", "batch", "k", "round", "density", "weights", "rows", "cols", "nnz",
+            "nnz_blocks", "n_products", "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio",
+            "ll_miss_ratio", "method", "cache", "valgrind"]
     return fig, df[[c for c in cols if c in df.columns]].reset_index(drop=True)
 
 
 def cache_misses_caption(table) -> str:
     """Caption of a :func:`cache_misses` figure, from its table."""
     layers = ", ".join(sorted(set(table["layer"])))
-    return (f"Simulated D1 and LL miss ratios (per data reference) and misses per product of y = W x for LeNet {layers} "
-            "in CSR and BSR against block size k, one line per density (dense, any k: dotted); cachegrind counts of the "
-            f"product kernels only (warm caches; {table['cache'].iloc[0]}).")
+    kernels = ", ".join(v for f, v in CACHE_FORMATS.items() if f in set(table["fmt"]))
+    batches = " and ".join(str(int(b)) for b in sorted(set(table["batch"])))
+    return (f"Instructions, simulated D1 and LL data-cache misses per product Y = W X of LeNet {layers} ({kernels}) "
+            f"per block size k and pruning round, batch {batches} (scipy and dense: batch 1 only); cachegrind counts "
+            f"of the product kernels only, warm caches ({table['cache'].iloc[0]}); numba: difference of two runs.")
 
 
 def storage_vs_density(rows, layer: str = "all"):
@@ -240,29 +257,58 @@ def storage_vs_density_caption(table) -> str:
             "blocks), against total density, one line per block size k.")
 
 
+# The whole-model variants in groups, one colour per group (dense, torch modules, lean numpy, numba).
+VARIANT_GROUPS = {"dense": ("masked", "torch_plain", "torch_dense", "lean_dense"),
+                  "torch modules": ("torch_bsr", "scipy_bsr", "module_auto"),
+                  "lean numpy": ("lean_csr", "lean_bsr", "lean_auto"), "numba": ("numba_csr", "numba_bsr")}
+GROUP_COLORS = {"dense": "0.35", "torch modules": "tab:blue", "lean numpy": "tab:green", "numba": "tab:orange"}
+K_MARKERS = "os^Dvph"
+
+
 def model_latency(rows, *, round: int | None = None, threads: str = "1", variants=MODEL_VARIANTS):
-    """Whole-model forward latency per variant and k at one round (default the last),
-    one panel per batch size."""
+    """Whole-model forward latency at one round (default the last): one row per
+    variant, grouped and coloured by kind (dense, torch modules, lean numpy, numba),
+    one marker per k, log time axis; one panel per batch size; dotted: the fastest
+    dense forward."""
     df = _df(rows)
-    df = df[(df["threads_label"] == threads) & df["variant"].isin(variants)]
+    df = df[(df["threads_label"] == threads) & df["variant"].isin(variants) & df["median_ns"].notna()]
     rnd = int(df["round"].max()) if round is None else round
     df = df[df["round"] == rnd].assign(us=lambda d: d["median_ns"] / 1e3, k=lambda d: d["k"].astype(int))
     if df.empty:
         raise ValueError(f"no whole-model rows at round {rnd}")
-    df = df.assign(label=df["variant"].map(VARIANT_LABELS))
-    order = [VARIANT_LABELS[v] for v in variants if v in set(df["variant"])]
-    batches = sorted(df["batch"].unique())
-    fig, axes = plt.subplots(1, len(batches), figsize=(6.5 * len(batches), 4.6), squeeze=False)
+    group_of = {v: g for g, vs in VARIANT_GROUPS.items() for v in vs}
+    order = [v for g in VARIANT_GROUPS.values() for v in g if v in set(df["variant"])]
+    batches, ks = sorted(df["batch"].unique()), sorted(df["k"].unique())
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.4 * len(batches), 0.34 * len(order) + 1.9), sharey=True,
+                             squeeze=False)
     for ax, b in zip(axes[0], batches):
         sub = df[df["batch"] == b]
-        sns.barplot(data=sub, x="k", y="us", hue="label", hue_order=order, ax=ax, palette="tab10",
-                    legend=ax is axes[0][-1])
-        ax.set_yscale("log")
-        ax.set_ylabel("forward latency (µs, median)")
-        ax.set_xlabel("block size k")
+        for i, v in enumerate(order):
+            s = sub[sub["variant"] == v].sort_values("k")
+            color = GROUP_COLORS[group_of[v]]
+            if len(s):
+                ax.plot([s["us"].min(), s["us"].max()], [i, i], color=color, lw=1.2, alpha=0.5)
+            for j, k in enumerate(ks):
+                ax.scatter(s.loc[s["k"] == k, "us"], [i] * int((s["k"] == k).sum()), marker=K_MARKERS[j % len(K_MARKERS)],
+                           color=color, s=28, zorder=3)
+        dense = sub[sub["variant"].isin(VARIANT_GROUPS["dense"])]["us"]
+        if len(dense):
+            ax.axvline(float(dense.min()), color="0.3", ls=":", lw=1)
+        for i in np.cumsum([sum(v in order for v in g) for g in VARIANT_GROUPS.values()])[:-1]:
+            ax.axhline(i - 0.5, color="0.8", lw=0.8)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("forward latency (µs, median; log scale)")
         ax.set_title(f"batch {b}, density {100 * sub['density'].mean():.1f}%", fontsize=10)
-    if axes[0][-1].get_legend() is not None:
-        sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="forward", fontsize=8)
+    axes[0][0].set_yticks(range(len(order)), [VARIANT_LABELS[v] for v in order], fontsize=8)
+    for tick, v in zip(axes[0][0].get_yticklabels(), order):
+        tick.set_color(GROUP_COLORS[group_of[v]])
+    axes[0][0].invert_yaxis()
+    handles = [plt.Line2D([], [], ls="", marker=K_MARKERS[j % len(K_MARKERS)], color="0.2", label=f"k={k}")
+               for j, k in enumerate(ks)]
+    handles.append(plt.Line2D([], [], color="0.3", ls=":", label="fastest dense"))
+    axes[0][-1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8)
     fig.suptitle(f"Pruned LeNet-300-100 forward (round {rnd}, {threads} thread(s))", y=1.0)
     fig.tight_layout()
     cols = ["k", "round", "weights", "density", "batch", "threads_label", "variant", "path", "kernel", "median_ns",
@@ -274,6 +320,7 @@ def model_latency_caption(table) -> str:
     """Caption of a :func:`model_latency` figure, from its table."""
     batches = " and ".join(str(int(b)) for b in sorted(set(table["batch"])))
     return (f"Forward latency of the block-pruned LeNet-300-100 at round {int(table['round'].iloc[0])} "
-            f"(~{100 * table['density'].mean():.1f}% density) per block size k: masked model, dense torch models, "
-            "torch/scipy BSR modules (to_bsr_model), per-layer automatic choice, and the lean numpy path "
-            f"(dense/CSR/BSR/auto); batch {batches}; {_threads(table)}; medians of interleaved repeats.")
+            f"(~{100 * table['density'].mean():.1f}% density), one row per forward, one marker per block size k: "
+            "dense forwards (grey), torch modules from to_bsr_model (blue: torch / scipy BSR, automatic choice), the "
+            "lean numpy path (green: scipy CSR / BSR kernels, automatic choice) and the fused numba forwards (orange); "
+            f"batch {batches}; {_threads(table)}; medians of interleaved repeats; dotted: the fastest dense forward.")

@@ -1,0 +1,181 @@
+"""Torch modules that run block-pruned layers from their sparse form.
+
+* :class:`BSRLinear` - one Linear layer whose weight is held as torch sparse BSR
+  (``"torch"``), scipy BSR (``"scipy"``), the arrays of the numba BSR kernel
+  (``"numba"``) or a dense copy (``"dense"``).
+* :class:`FusedMLP` - a whole pruned MLP (Linear, ReLU, ..., Linear on the
+  flattened input) as ONE compiled call of :class:`~.fused.NumbaMLP`.
+* :func:`to_bsr_model` - a copy of a pruned model with its Linear layers converted
+  (any backend above per layer), or, with ``backend="fused"``, the model as one
+  :class:`FusedMLP`, checked first against the model's own forward.
+
+Shapes that k does not divide are exact in every backend (padding: see
+:mod:`.convert`; the numba kernels never touch the padding).  ``numba`` and
+``fused`` compute in float32 (the result is returned in the input's dtype) and,
+like ``scipy``, serve inference only (no autograd).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..blocks import check_block_size
+from ..masks import dense_state_dict
+from .convert import padded_shape, to_scipy_bsr, to_torch_bsr
+from .fused import TILE, NumbaMLP
+from .lean import linear_layers, reference_forward
+from .timing import RTOL, close_enough
+
+BACKENDS = ("torch", "scipy", "numba", "dense")
+FUSED = "fused"  # the whole model as one FusedMLP (to_bsr_model only)
+# How far (in units of |W||x|) a model's own float32 forward may be from the float64
+# Linear-ReLU chain and still count as that chain: float32 rounding stays near 1e-6,
+# while a final softmax (LeNet with authors_softmax) already deviates by about 5e-4.
+STRUCTURE_RTOL = 2e-5
+
+
+def _numpy_result(y: np.ndarray, like: torch.Tensor) -> torch.Tensor:
+    """A copy of a numba output (a view of a reused buffer) as a tensor of ``like``'s dtype and device."""
+    return torch.from_numpy(y.copy()).to(dtype=like.dtype, device=like.device)
+
+
+class BSRLinear(nn.Module):
+    """A Linear layer whose weight is held in BSR form.
+
+    ``backend``: ``"torch"`` (torch sparse BSR, CPU or GPU), ``"scipy"`` (CPU,
+    ``scipy.sparse.bsr_matrix``; inference only, no autograd), ``"numba"`` (CPU,
+    the compiled BSR kernel of :mod:`.kernels` with bias added inside, 1 <= k <= 8,
+    float32; inference only) or ``"dense"`` (a dense copy: the reference the others
+    are compared with, and what the automatic backend choice falls back to).
+    """
+
+    def __init__(self, weight: torch.Tensor, bias, k: int, block_mask=None, backend: str = "torch"):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown BSR backend {backend!r}; choose one of {BACKENDS}")
+        self.k = check_block_size(k)
+        self.backend = backend
+        self.out_features, self.in_features = weight.shape
+        self.padded = padded_shape(weight.shape, k)
+        self.bias = None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
+        if backend == "torch":
+            self.register_buffer("weight_bsr", to_torch_bsr(weight, k, block_mask).to(weight.device))
+        elif backend == "scipy":
+            self.weight_scipy = to_scipy_bsr(weight.double() if weight.dtype == torch.float64 else weight.float(), k, block_mask)
+        elif backend == "numba":
+            self.weight_numba = NumbaMLP([(weight.detach().cpu(), bias)], k, "bsr", block_masks=[block_mask])
+        else:
+            self.register_buffer("weight_dense", weight.detach().clone())
+
+    @classmethod
+    def from_linear(cls, linear: nn.Linear, k: int, block_mask=None, backend: str = "torch") -> "BSRLinear":
+        return cls(linear.weight.detach(), linear.bias, k, block_mask, backend)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, k={self.k}, backend={self.backend}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)
+        if self.backend == "numba":  # the bias is added inside the kernel
+            y = _numpy_result(self.weight_numba(x2), x) if len(x2) else x.new_zeros(0, self.out_features)
+            return y.reshape(*lead, self.out_features)
+        if self.backend == "dense":
+            y = x2 @ self.weight_dense.T
+        else:
+            pad = self.padded[1] - self.in_features
+            if pad:
+                x2 = nn.functional.pad(x2, (0, pad))
+            if self.backend == "torch":
+                y = (self.weight_bsr @ x2.T.contiguous()).T
+            else:
+                y = torch.from_numpy(np.asarray(self.weight_scipy @ x2.T.detach().cpu().numpy()).T)
+            y = y[:, : self.out_features]
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+
+class FusedMLP(nn.Module):
+    """A pruned MLP - Linear, ReLU, ..., Linear on the flattened input, as LeNet-300-100
+    - whose whole forward is one call of :class:`~.fused.NumbaMLP` (numba BSR
+    kernels, or ``fmt="csr"``).  ``layers``: the Linear layers in forward order
+    (default every Linear of the model); ``k`` one block size (or a dict giving
+    every layer the same).  Inference only, float32; takes (batch, ...) tensors and
+    returns (batch, out_features) in the input's dtype.  It does not know the
+    model's forward: :func:`to_bsr_model` checks that the two agree before it
+    hands one out."""
+
+    def __init__(self, model: nn.Module, k, layers=None, fmt: str = "bsr", tile: int = TILE):
+        super().__init__()
+        self.layers = tuple(layers) if layers is not None else linear_layers(model)
+        ks = {k[n] for n in self.layers} if isinstance(k, Mapping) else {k}
+        if len(ks) != 1:
+            raise ValueError(f"the fused forward takes one block size for all layers, got {k!r}")
+        self.k = check_block_size(ks.pop())
+        self.net = NumbaMLP(dense_state_dict(model), self.k, fmt, layers=self.layers, tile=tile)
+        self.in_features, self.out_features = self.net.in_features, self.net.out_features
+
+    def extra_repr(self) -> str:
+        return f"{self.net!r}, layers={list(self.layers)}"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] == 0:
+            return x.new_zeros(0, self.out_features)
+        return _numpy_result(self.net(x.reshape(x.shape[0], -1)), x)
+
+
+def _check_fused(model: nn.Module, fused: FusedMLP, names) -> None:
+    """Raise a ValueError unless the model's own forward is the MLP the fused forward
+    computes (e.g. a model ending in a softmax is not), on a seeded random input
+    (within :data:`STRUCTURE_RTOL`); then check the fused output itself."""
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((4, fused.in_features)).astype(np.float32))
+    ref, bound = reference_forward(model, x, names), reference_forward(model, x, names, bound=True)
+    try:
+        with torch.no_grad():
+            own = model(x.to(next(model.parameters()).dtype)).double().cpu().numpy()
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise ValueError(f"backend 'fused' needs a model whose forward takes (batch, {fused.in_features}) inputs "
+                         f"through the Linear layers {list(names)}: {type(e).__name__}: {e}") from e
+    ok, err = close_enough(own, ref, bound, STRUCTURE_RTOL)
+    if not ok:
+        raise ValueError(f"backend 'fused' runs Linear, ReLU, ..., Linear over {list(names)}, but this model's forward "
+                         f"computes something else (max deviation {err:.3g} of |W||x|); use a per-layer backend")
+    ok, err = close_enough(fused(x).double().numpy(), ref, bound, RTOL["float32"])
+    if not ok:
+        raise RuntimeError(f"the fused forward differs from the model (max deviation {err:.3g} of |W||x|)")
+
+
+def to_bsr_model(model: nn.Module, k, backend="torch", layers=None) -> nn.Module:
+    """A copy of ``model`` in eval mode whose (masked) Linear layers are BSRLinear.
+
+    ``k`` is one block size or a dict layer-name -> k; ``backend`` one of
+    :data:`BACKENDS` or a dict layer-name -> backend.  ``layers`` defaults to every
+    Linear layer.  Masks are read from the pruned weights' zero pattern at block
+    granularity.  ``backend="fused"`` (or a dict giving every layer ``"fused"``)
+    returns instead a :class:`FusedMLP` of the whole model, after checking on a
+    random input that the model's forward is Linear, ReLU, ..., Linear over
+    ``layers`` (a ValueError names the deviation otherwise).
+    """
+    bsr_model = copy.deepcopy(model).eval()
+    names = list(layers or [n for n, m in bsr_model.named_modules() if isinstance(m, nn.Linear)])
+    chosen = {n: (backend[n] if isinstance(backend, Mapping) else backend) for n in names}
+    if FUSED in chosen.values():
+        if set(chosen.values()) != {FUSED}:
+            raise ValueError(f"backend 'fused' runs the whole model: give it to every layer, got {chosen}")
+        fused = FusedMLP(bsr_model, k, names).eval()
+        _check_fused(bsr_model, fused, names)
+        return fused
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = bsr_model.get_submodule(parent_name) if parent_name else bsr_model
+        linear = getattr(parent, child)
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"layer {name!r} is a {type(linear).__name__}, not nn.Linear")
+        kk = k[name] if isinstance(k, Mapping) else k
+        setattr(parent, child, BSRLinear.from_linear(linear, kk, backend=chosen[name]))
+    return bsr_model

@@ -1,0 +1,136 @@
+"""The cachegrind side of the benchmark: the parser (blockprune_utils.bench.cachegrind),
+the scipy driver and the two-run measurement of the numba kernels
+(blockprune_utils.bench.valgrind, .cachegrind_numba_driver), and the rows of
+blockprune_utils.bench.cachesim.  Runs under valgrind are skipped without it."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from blockprune_utils.bench import cachegrind as CG
+from blockprune_utils.bench import cachegrind_numba_driver
+from blockprune_utils.bench import cachesim as C
+from blockprune_utils.bench import valgrind as V
+from blockprune_utils.blocks import expand_block_mask
+
+CANNED = """\
+desc: I1 cache:         32768 B, 64 B, 8-way associative
+desc: D1 cache:         32768 B, 64 B, 8-way associative
+desc: LL cache:         524288 B, 64 B, 8-way associative
+cmd: python cachesim.py driver --fmt bsr
+events: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw
+fl=???
+fn=PyEval_EvalFrameDefault
+0 1000 10 5 400 20 2 100 3 1
+fn=bsr_matvec_thunk
+0 600 1 0 200 8 1 40 2 0
+0 400 0 0 100 2 1 20 0 0
+fn=void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)
+0 50 0 0 20 1
+fn=csr_matvecs_thunk
+0 7 0 0 7 7 7 7 7 7
+summary: 2057 11 5 727 38 11 167 12 8
+"""
+
+
+def test_parse_cachegrind_canned_output():
+    cg = CG.parse_cachegrind(CANNED)
+    assert cg.events[:4] == ["Ir", "I1mr", "ILmr", "Dr"]
+    assert cg.totals["Ir"] == 2057 and cg.totals["DLmw"] == 8
+    assert cg.functions["bsr_matvec_thunk"]["Dr"] == 300  # two cost lines summed
+    assert cg.functions["void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)"][
+        "D1mw"] == 0  # missing trailing counts are zero
+    bsr = cg.select(CG.KERNELS["bsr"])  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
+    assert bsr["Ir"] == 1050 and bsr["Dr"] == 320 and bsr["Dw"] == 60
+    assert cg.select(CG.KERNELS["csr"])["Ir"] == 50
+    pp = CG.per_product(bsr, n=10)
+    assert pp["data_refs"] == pytest.approx(38.0)
+    assert pp["d1_misses"] == pytest.approx((11 + 2) / 10)
+    assert pp["ll_misses"] == pytest.approx(0.2)
+    assert pp["d1_miss_ratio"] == pytest.approx(13 / 380)
+    # without a summary line the totals are summed over functions
+    no_summary = CG.parse_cachegrind(CANNED.rsplit("summary:", 1)[0])
+    assert no_summary.totals["Ir"] == 2057
+    with pytest.raises(ValueError, match="events"):
+        CG.parse_cachegrind("fn=x\n0 1 2\n")
+
+
+@pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")
+def test_tiny_real_cachegrind_run(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 24, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (16, 24), 4)
+    C.write_operands(tmp_path / "ops.npz", w, 4)
+    res = C.run_cachegrind(tmp_path / "ops.npz", "bsr", n=3)
+    assert "bsr_matvec" in res["kernel_functions"]
+    assert res["data_refs"] > 0 and 0 <= res["d1_miss_ratio"] <= 1 and res["n_products"] == 3
+
+
+def test_numba_counts_are_the_difference_of_two_runs(monkeypatch, tmp_path):
+    """JIT code has no symbol: the counts per product are (run of 2n - run of n) / n of
+    the code cachegrind cannot name, so start-up and warm-up cancel."""
+    calls = []
+
+    def fake(driver, args, timeout, env):
+        n = int(args[args.index("--n") + 1])
+        calls.append((n, env))
+        return CG.parse_cachegrind("events: Ir Dr D1mr DLmr Dw D1mw DLmw\n"
+                                   f"fn=???\n0 {10**6 + 70 * n} {5000 + 30 * n} {900 + 2 * n} {80 + n} {700 + 10 * n} 7 3\n"
+                                   "fn=PyEval_EvalFrameDefault\n0 99 9 9 9 9 9 9\n")
+
+    monkeypatch.setattr(V, "run_cachegrind_tool", fake)
+    res = V.numba_product_counts(tmp_path / "ops.npz", "numba_bsr", 5)
+    assert [n for n, _ in calls] == [5, 10]
+    assert res["instructions"] == 70 and res["data_refs"] == 40 and res["d1_misses"] == 2 and res["ll_misses"] == 1
+    assert all(env["NUMBA_CPU_NAME"] and "NUMBA_CPU_FEATURES" in env for _, env in calls)
+    monkeypatch.setattr(V, "run_cachegrind_tool", lambda *a: CG.parse_cachegrind("events: Ir\nfn=???\n0 5\n"))
+    with pytest.raises(RuntimeError, match="no JIT instructions"):
+        V.numba_product_counts(tmp_path / "ops.npz", "numba_csr", 5)
+
+
+@pytest.mark.parametrize("fmt,batch", [("numba_bsr", 1), ("numba_csr", 3), ("numba_bsr", 3)])
+def test_numba_cachegrind_driver_computes_the_product(tmp_path, capsys, fmt, batch):
+    """The driver (run here in-process, not under valgrind) loads the kernels from
+    their file and computes W x on the operand file (k = 3 divides neither 10 nor 16)."""
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(10, 16, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (10, 16), 3)
+    C.write_operands(tmp_path / "ops.npz", w, 3)
+    assert cachegrind_numba_driver.main(["--npz", str(tmp_path / "ops.npz"), "--fmt", fmt, "--n", "2",
+                                         "--batch", str(batch), "--jit", V.jit.__file__]) == 0
+    out = json.loads(capsys.readouterr().out)
+    args, _ = cachegrind_numba_driver.operands(np.load(tmp_path / "ops.npz"), fmt, batch)
+    ref = w.double().numpy() @ args[3].astype(np.float64)
+    assert out["checksum"] == pytest.approx(float(ref.sum()), rel=1e-4, abs=1e-3)
+
+
+@pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")
+def test_tiny_real_numba_cachegrind_run(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 24, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (16, 24), 4)
+    C.write_operands(tmp_path / "ops.npz", w, 4)
+    res = C.run_cachegrind(tmp_path / "ops.npz", "numba_bsr", n=3)
+    assert "numba JIT code" in res["kernel_functions"] and res["n_products"] == 3
+    assert res["instructions"] > 0 and res["data_refs"] > 0 and res["d1_misses"] >= 0 and res["ll_misses"] >= 0
+
+
+def test_cache_cases_and_rows_hold_the_numba_kernels_at_each_batch(monkeypatch, tmp_path):
+    from blockprune_utils import bench as B
+
+    cfg = B.get_config("quick", lenet_profile=None, cache_ks=(3,), cache_rounds=(2,), cache_batches=(1, 8), cache_dense=True)
+    cases = C.cache_cases(cfg)
+    assert [(c.fmt, c.batch) for c in cases] == [("csr", 1), ("bsr", 1), ("numba_csr", 1), ("numba_bsr", 1),
+                                                ("numba_csr", 8), ("numba_bsr", 8), ("dense", 1)]
+    calls = []
+
+    def fake(npz, fmt, n, timeout=600, batch=1):
+        calls.append((fmt, batch))
+        return {"fmt": fmt, "n_products": n, **CG.per_product({"Ir": 10 * n, "Dr": 4 * n, "D1mr": n}, n),
+                "kernel_functions": "fake"}
+
+    monkeypatch.setattr(C, "run_cachegrind", fake)
+    rows = C.cachesim_rows(cases, n=2)
+    assert [(r["format"], r["batch"]) for r in rows] == [(c.fmt, c.batch) for c in cases] == calls
+    assert {r["method"] for r in rows if r["format"].startswith("numba")} == {C.METHOD["numba"]}
+    assert all(r["instructions"] == 10 and r["rows"] == 300 and r["cols"] == 784 for r in rows)
