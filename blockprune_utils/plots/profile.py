@@ -52,14 +52,14 @@ def profile_banner(profile: str, what: str = "the study") -> None:
     display(Markdown(banner_text(profile, what)))
 
 
-def show_committed(names: Sequence[str], profile: str | None = None, folder=None) -> int:
-    """Display the committed figures ``names`` with caption and provenance; returns how
-    many were shown.  With a ``profile`` that is not a smoke test nothing is shown (the
-    notebook just drew them)."""
+def show_committed(names: Sequence[str], profile: str | None = None, folder=None) -> None:
+    """Display the committed figures ``names`` with caption and provenance (it returns
+    nothing, so a notebook cell ending with it shows no stray value).  With a
+    ``profile`` that is not a smoke test nothing is shown (the notebook just drew them)."""
     from IPython.display import Image, Markdown, display
 
     if profile is not None and not is_quick(profile):
-        return 0
+        return
     metas = committed_figures(names, folder)
     if not metas:
         display(Markdown("_No committed figures of the full run in `figures/` yet: `make figures` makes them._"))
@@ -67,4 +67,3 @@ def show_committed(names: Sequence[str], profile: str | None = None, folder=None
         display(Markdown(f"**`{m['name']}`** ({m.get('profile')} profile, {m.get('dataset')}, seeds {m.get('seeds')}, "
                          f"{m.get('device')}, commit `{m.get('commit')}`): {m.get('caption', '')}"))
         display(Image(filename=str(m["png"])))
-    return len(metas)
