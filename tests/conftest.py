@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -34,6 +35,28 @@ def data_dir() -> Path:
     if not _has_mnist(root):
         pytest.fail(f"MNIST is not under DATA_DIR={root}: set DATA_DIR to a folder holding MNIST/raw (e.g. ../shared/data)")
     return root
+
+
+@contextlib.contextmanager
+def private_study(tmp_path_factory, name: str, profiles: dict, entries: dict, *, figures: bool = False):
+    """For a module-scoped fixture: a private RESULTS_DIR (and FIGURES_DIR with
+    ``figures``), one torch thread (the test machine is shared) and ``entries``
+    registered in the ``profiles`` table, all undone on exit; yields the folder."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            root = tmp_path_factory.mktemp(name)
+            mp.setenv("RESULTS_DIR", str(root / "results"))
+            if figures:
+                mp.setenv("FIGURES_DIR", str(root / "figures"))
+            for key, value in entries.items():
+                mp.setitem(profiles, key, value)
+            yield root
+    finally:
+        torch.set_num_threads(threads)
 
 
 def assert_no_stderr(path: Path) -> None:

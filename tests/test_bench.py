@@ -28,7 +28,7 @@ def tiny_cfg(**kw):
     base = dict(ks=(3,), rounds=(2,), layers=("fc2", "fc3"), batches=(1, 3), threads=(1,), synthetic_sizes=(24,),
                 synthetic_ks=(4,), synthetic_densities=(0.3,), synthetic_batches=(1,), model_ks=(3,), model_rounds=(2,),
                 model_batches=(1,), model_threads=(1,), cache_ks=(3,), cache_rounds=(2,), cache_products=2,
-                budget_s=1e-4, min_repeats=2, max_repeats=3, min_sample_s=0.0)
+                budget_s=1e-4, model_budget_s=1e-4, min_repeats=2, max_repeats=3, min_sample_s=0.0)
     base.update(kw)
     return B.get_config("quick", **base)
 
@@ -104,6 +104,14 @@ def test_a_format_that_disagrees_with_dense_is_not_timed(monkeypatch):
     assert not by["scipy_csr"]["ok"] and by["scipy_csr"]["median_ns"] is None
     assert "differs" in by["scipy_csr"]["error"]
     assert all(r["ok"] for f, r in by.items() if f != "scipy_csr")
+
+
+def test_numba_products_run_parallel_with_all_threads():
+    rows = B.matrix_rows(tiny_cfg(layers=("fc3",), threads=(0,), formats=("numpy_dense", "numba_csr", "numba_bsr")),
+                         families=("lenet",), cache=False)
+    assert {(r["format"], r["batch"]) for r in rows} == {(f, b) for f in ("numpy_dense", "numba_csr", "numba_bsr")
+                                                          for b in (1, 3)}
+    assert all(r["ok"] and r["lib"] in ("numpy", "numba") and r["threads_label"] == "all" for r in rows), rows
 
 
 class _FastWrongLayer:
@@ -245,3 +253,34 @@ def test_cli_models_ends_with_the_kernel_bar(capsys):
     m = re.fullmatch(r"kernel bar: batch1_vs_fastest_dense=(\S+) batch256_frac_of_ideal=(\S+) bsr_over_csr_b256_k4=(\S+)",
                      last)
     assert m and all(float(v) > 0 for v in m.groups()), last
+
+
+def _product_row(family, fmt, k, ns, *, rows=1024, density=0.1, batch=1, round=16, layer="fc1", threads="1"):
+    return {"family": family, "layer": layer if family == "lenet" else f"{rows}x{rows}", "rows": rows, "format": fmt,
+            "k": k, "density": density, "batch": batch, "round": round, "threads_label": threads, "ok": True,
+            "median_ns": ns}
+
+
+def test_findings_compare_the_numba_formats_on_the_synthetic_matrices():
+    from blockprune_utils.bench import findings
+
+    rows = []
+    for n, csr_ns, bsr_ns in ((1024, 200.0, 100.0), (4096, 300.0, 400.0)):
+        for d in (0.1, 0.01):
+            rows += [_product_row("synthetic", "numba_csr", 4, csr_ns, rows=n, density=d),
+                     _product_row("synthetic", "numba_bsr", 4, bsr_ns, rows=n, density=d),
+                     _product_row("synthetic", "scipy_bsr", 4, 1.0, rows=n, density=d)]  # another library: not compared
+    s = findings.synthetic_formats(rows)
+    assert len(s) == 4 and set(s["rows"]) == {1024, 4096}
+    assert s.loc[s["rows"] == 1024, "csr_over_bsr"].tolist() == [2.0, 2.0]
+    assert s.loc[s["rows"] == 4096, "csr_over_bsr"].tolist() == [0.75, 0.75]
+    text = findings.synthetic_sentence(rows)
+    assert "1024x1024 at batch 1: 2 of 2" in text and "4096x4096 at batch 1: 0 of 2" in text and "1%, 10%" in text
+    # the verdict counts every case of kernels written alike: here 2 wins of 4
+    lenet = [_product_row("lenet", f, 4, ns) for f, ns in (("scipy_csr", 1.0), ("scipy_bsr", 2.0))]
+    storage = [{"layer": "all", "k": 4, "round": 16, "format": f, "bytes": b} for f, b in (("csr", 10), ("bsr", 6))]
+    verdict = findings.conclusion(rows + lenet, [], storage)
+    assert "BSR needs 0.6x the bytes of CSR" in verdict and "less space than CSR" in verdict
+    assert "BSR computes faster than CSR in 50% of the 4 cases" in verdict
+    assert "library kernels (scipy, torch), BSR is faster than CSR in 0%" in verdict
+    assert findings.synthetic_sentence([r for r in rows if r["format"] != "numba_bsr"]) == ""

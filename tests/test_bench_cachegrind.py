@@ -59,13 +59,15 @@ def test_parse_cachegrind_canned_output():
 
 
 @pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")
-def test_tiny_real_cachegrind_run(tmp_path):
+@pytest.mark.parametrize("fmt,kernel", [("bsr", "bsr_matvec"), ("numba_bsr", "numba JIT code")])
+def test_tiny_real_cachegrind_run(tmp_path, fmt, kernel):
     g = torch.Generator().manual_seed(0)
     w = torch.randn(16, 24, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (16, 24), 4)
     C.write_operands(tmp_path / "ops.npz", w, 4)
-    res = C.run_cachegrind(tmp_path / "ops.npz", "bsr", n=3)
-    assert "bsr_matvec" in res["kernel_functions"]
-    assert res["data_refs"] > 0 and 0 <= res["d1_miss_ratio"] <= 1 and res["n_products"] == 3
+    res = C.run_cachegrind(tmp_path / "ops.npz", fmt, n=3)
+    assert kernel in res["kernel_functions"] and res["n_products"] == 3
+    assert res["instructions"] > 0 and res["data_refs"] > 0 and 0 <= res["d1_miss_ratio"] <= 1
+    assert res["d1_misses"] >= 0 and res["ll_misses"] >= 0
 
 
 def test_numba_counts_are_the_difference_of_two_runs(monkeypatch, tmp_path):
@@ -105,14 +107,6 @@ def test_numba_cachegrind_driver_computes_the_product(tmp_path, capsys, fmt, bat
     assert out["checksum"] == pytest.approx(float(ref.sum()), rel=1e-4, abs=1e-3)
 
 
-@pytest.mark.skipif(C.valgrind_path() is None, reason="valgrind is not installed")
-def test_tiny_real_numba_cachegrind_run(tmp_path):
-    g = torch.Generator().manual_seed(0)
-    w = torch.randn(16, 24, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (16, 24), 4)
-    C.write_operands(tmp_path / "ops.npz", w, 4)
-    res = C.run_cachegrind(tmp_path / "ops.npz", "numba_bsr", n=3)
-    assert "numba JIT code" in res["kernel_functions"] and res["n_products"] == 3
-    assert res["instructions"] > 0 and res["data_refs"] > 0 and res["d1_misses"] >= 0 and res["ll_misses"] >= 0
 
 
 def test_cache_cases_and_rows_hold_the_numba_kernels_at_each_batch(monkeypatch, tmp_path):

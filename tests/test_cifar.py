@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from conftest import private_study
 
 from blockprune_utils.blocks import block_mask_of
 from blockprune_utils.masks import MASK_SUFFIX
@@ -43,14 +44,8 @@ QUIET = {"log": lambda m: None}
 @pytest.fixture(scope="module")
 def tiny_env(tmp_path_factory):
     """A private RESULTS_DIR and one CPU thread (the test machine is shared)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("cifar")
-        mp.setenv("RESULTS_DIR", str(root / "results"))
-        mp.setitem(config.PROFILES, "tiny", TINY)
+    with private_study(tmp_path_factory, "cifar", config.PROFILES, {"tiny": TINY}) as root:
         yield root
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import private_study
 
 from blockprune_utils.studies.cifar import cli, config, describe, export, features, runs, trunk
 from blockprune_utils.studies.cifar import data as cdata
@@ -36,15 +37,8 @@ KS = (2, 1, 4, 8)
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     """A private RESULTS_DIR and FIGURES_DIR, one CPU thread, the tiny profile registered."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with pytest.MonkeyPatch.context() as mp:
-        root = tmp_path_factory.mktemp("cifar_cpu")
-        mp.setenv("RESULTS_DIR", str(root / "results"))
-        mp.setenv("FIGURES_DIR", str(root / "figures"))
-        mp.setitem(config.PROFILES, "tinycpu", TINY_CPU)
+    with private_study(tmp_path_factory, "cifar_cpu", config.PROFILES, {"tinycpu": TINY_CPU}, figures=True) as root:
         yield root
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from .harness import machine
 
 BENCH_VERSION = 2  # bump when the meaning of a row changes
 LAYERS = ("fc1", "fc2", "fc3")
-FORMATS = ("numpy_dense", "torch_dense", "scipy_csr", "scipy_bsr", "torch_csr", "torch_bsr")
+FORMATS = ("numpy_dense", "torch_dense", "scipy_csr", "scipy_bsr", "torch_csr", "torch_bsr", "numba_csr", "numba_bsr")
 DENSE_FORMATS = ("numpy_dense", "torch_dense")
 SPARSE_FORMATS = tuple(f for f in FORMATS if f not in DENSE_FORMATS)
 FORMAT_LIB = {f: f.split("_")[0] for f in FORMATS}
@@ -57,6 +57,9 @@ class BenchConfig:
     cache_batches: tuple = (1, 256)  # numba kernels only: scipy's driver runs matrix-vector products
     cache_dense: bool = True
     budget_s: float = 0.006
+    # whole-model forwards: a dense forward at batch 256 takes ~2 ms, and 6 ms would leave
+    # it the minimum of samples (5), whose median moves by +-10% from run to run
+    model_budget_s: float = 0.05
     min_repeats: int = 5
     max_repeats: int = 60
     min_sample_s: float = 20e-6
@@ -75,7 +78,7 @@ PROFILES: dict[str, BenchConfig] = {
         batches=(1, 64), threads=(1,), synthetic_sizes=(1024,), synthetic_ks=(4,),
         synthetic_densities=(0.1, 0.01), synthetic_batches=(1,), model_ks=(2, 4), model_rounds=(16,),
         model_batches=(1, 256), model_threads=(1,), cache_ks=(4,), cache_rounds=(16,), cache_products=10, cache_dense=False,
-        budget_s=0.004, min_repeats=3, max_repeats=40,
+        budget_s=0.004, model_budget_s=0.03, min_repeats=3, max_repeats=40,
     ),
 }
 
@@ -89,7 +92,8 @@ def get_config(profile: str | BenchConfig, **overrides) -> BenchConfig:
 # What a stored row's meaning depends on, per store.  The sweep axes (k, rounds,
 # layers, batches, threads, formats, sizes) are not here: they are in the row keys,
 # so a profile that adds a k or a batch size reuses every row it shares with another.
-TIMING_FIELDS = ("dataset", "seed", "lenet_profile", "budget_s", "min_repeats", "max_repeats", "min_sample_s", "version")
+TIMING_FIELDS = ("dataset", "seed", "lenet_profile", "budget_s", "model_budget_s", "min_repeats", "max_repeats", "min_sample_s",
+                 "version")
 WEIGHT_FIELDS = ("dataset", "seed", "lenet_profile", "version")
 
 

@@ -115,7 +115,7 @@ def measure_model(k: int, round: int, batch: int, threads: int, cfg: BenchConfig
             if not checks[v][0]:
                 errors.setdefault(v, f"output differs from the float64 forward (max error {checks[v][1]:.3g})")
                 del fns[v]
-        timings = time_calls(fns, budget_s=cfg.budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
+        timings = time_calls(fns, budget_s=cfg.model_budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
                              min_sample_s=cfg.min_sample_s)
     dense_ns = timings["torch_dense"].median_ns if "torch_dense" in timings else None
     best_dense = {v: timings[v].median_ns for v in DENSE_VARIANTS if v in timings}

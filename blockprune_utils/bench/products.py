@@ -1,7 +1,9 @@
 """One product ``Y = W X`` of a pruned weight in every format.
 
 Formats: numpy dense, torch dense, scipy CSR, scipy BSR, torch sparse CSR, torch
-sparse BSR.  Every result is checked against a float64 dense product before it is
+sparse BSR, and the numba CSR and BSR kernels of :mod:`blockprune_utils.bsr.kernels`
+(written alike, so that their ratio compares the formats; serial at one thread,
+``prange`` over the rows with all threads).  Every result is checked against a float64 dense product before it is
 timed (a format that disagrees or cannot be built is recorded with its error and
 not timed); the speed-up over dense is the ratio of medians measured in the same
 run, interleaved, so that drifts of a shared machine hit all formats alike.
@@ -15,6 +17,7 @@ import torch
 
 from ..blocks import block_grid
 from ..bsr import quiet_sparse_beta, to_scipy_bsr, to_scipy_csr, to_torch_bsr
+from ..bsr.kernels import bsr_kernel, csr_kernel, kernel_arrays
 from ..infra.store import Schema
 from .config import DENSE_FORMATS, FORMAT_LIB, FORMATS, BenchConfig, bench_store, get_config
 from .harness import (
@@ -52,6 +55,8 @@ def build_operands(w: torch.Tensor, k: int, formats=FORMATS) -> tuple[dict, dict
         "scipy_bsr": lambda: to_scipy_bsr(w, k),
         "torch_csr": lambda: w.to_sparse_csr(),
         "torch_bsr": lambda: to_torch_bsr(w, k),
+        "numba_csr": lambda: kernel_arrays(w, 1, "csr"),
+        "numba_bsr": lambda: kernel_arrays(w, k, "bsr"),
     }
     ops, errors = {}, {}
     with quiet_sparse_beta():
@@ -63,21 +68,41 @@ def build_operands(w: torch.Tensor, k: int, formats=FORMATS) -> tuple[dict, dict
     return ops, errors
 
 
+_NO_BIAS = np.zeros(0, np.float32)
+
+
 def _matmul(A, X):
     return A @ X
 
 
-def product_fns(ops: dict, shape, k: int, x: np.ndarray) -> dict:
+def _numba_product(kernel, a, x, y):
+    kernel(a.data, a.indices, a.indptr, x, y, _NO_BIAS, False)
+    return y
+
+
+def numba_fn(a, x: np.ndarray, parallel: bool):
+    """A call of the numba kernel of ``a`` (:func:`kernel_arrays`) writing ``W x`` into
+    an output allocated here, once (the kernels take x unpadded)."""
+    y = np.empty((a.shape[0],) + x.shape[1:], np.float32)
+    batched = x.ndim == 2
+    kernel = csr_kernel(batched, parallel) if a.fmt == "csr" else bsr_kernel(a.k, batched, parallel)
+    data = a.data.reshape(-1) if a.k == 1 else a.data
+    return functools.partial(_numba_product, kernel, a._replace(data=data), x, y)
+
+
+def product_fns(ops: dict, shape, k: int, x: np.ndarray, parallel: bool = False) -> dict:
     """Callables computing ``W X`` in each built format.  ``x``: (cols,) or (cols, b);
-    the BSR formats get it zero-padded to a multiple of k (outside the timing; their
-    padded output rows are cropped only when checked)."""
+    the library BSR formats get it zero-padded to a multiple of k (outside the timing;
+    their padded output rows are cropped only when checked).  ``parallel``: the numba
+    kernels split the rows over numba's threads."""
     cols = shape[1]
     Cp = block_grid(shape, k)[1] * k
     xp = np.zeros((Cp,) + x.shape[1:], dtype=np.float32)
     xp[:cols] = x
     xt, xpt = torch.from_numpy(x), torch.from_numpy(xp)
     inputs = {"numpy_dense": x, "torch_dense": xt, "scipy_csr": x, "scipy_bsr": xp, "torch_csr": xt, "torch_bsr": xpt}
-    return {f: functools.partial(_matmul, A, inputs[f]) for f, A in ops.items()}
+    return {f: numba_fn(A, x, parallel) if f.startswith("numba_") else functools.partial(_matmul, A, inputs[f])
+            for f, A in ops.items()}
 
 
 def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, formats=None, prov=None,
@@ -98,7 +123,7 @@ def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, format
     checks = {}
     with num_threads(threads) as n, torch.inference_mode():
         prov = {**(prov or row_provenance("cpu")), "threads": n}
-        fns = product_fns(ops, w.shape, m.k, x)
+        fns = product_fns(ops, w.shape, m.k, x, parallel=n > 1)
         for f, fn in list(fns.items()):
             try:
                 checks[f] = close_enough(as_numpy(fn(), rows), ref, bound, RTOL["float32"])

@@ -23,7 +23,8 @@ from .common import density_axis
 
 DENSITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01, 0.003)
 FORMAT_LABELS = {"scipy_csr": "scipy CSR", "scipy_bsr": "scipy BSR", "torch_csr": "torch sparse CSR",
-                 "torch_bsr": "torch sparse BSR", "numpy_dense": "numpy dense", "torch_dense": "torch dense"}
+                 "torch_bsr": "torch sparse BSR", "numba_csr": "numba CSR", "numba_bsr": "numba BSR",
+                 "numpy_dense": "numpy dense", "torch_dense": "torch dense"}
 VARIANT_LABELS = {
     "masked": "masked (W*mask each call)", "torch_plain": "torch dense (nn.Linear)",
     "torch_dense": "torch dense (BSRLinear dense)", "torch_bsr": "torch sparse BSR", "scipy_bsr": "scipy BSR module",

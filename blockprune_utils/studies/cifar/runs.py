@@ -33,6 +33,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torchvision
@@ -187,20 +188,34 @@ def baseline(run: Run, seed: int) -> Baseline | None:
         from .trunk import trunk_baseline  # trunk builds on this module
 
         return trunk_baseline(run, seed)
-    store = run.store("baseline")
-    run_key = {"experiment": "baseline", "seed": int(seed)}
-    ck = store.load_checkpoint(run_key)
-    model = build_model(run.p.model, seed, run.device)
-    if ck is None:
+
+    def train(model) -> dict:
         ph = run.p.baseline
         run.log(f"baseline seed {seed}: training {ph.epochs} epochs (Adam lr {ph.lr}, {ph.schedule}, batch {ph.batch_size})")
         t0 = time.perf_counter()
         hist = run.fit(model, ph, derive_seed("baseline", seed))
         wall = time.perf_counter() - t0
         ck = checkpoint(model, 0, run.values(model, [], hist=hist, wall_s=wall))
-        store.save_checkpoint(run_key, ck)
         run.log(f"baseline seed {seed}: test acc {ck['row']['test_acc']:.4f} (best epoch "
                 f"{ck['row']['test_acc_best_epoch']:.4f}) in {wall:.0f} s = {wall / max(ph.epochs, 1):.1f} s/epoch")
+        return ck
+
+    return stored_baseline(run, seed, train)
+
+
+def stored_baseline(run: Run, seed: int, train: Callable[[ResNet18Cifar], dict | None]) -> Baseline | None:
+    """The baseline of ``seed`` from its stored checkpoint, or ``train(model)`` - the
+    checkpoint of a freshly built network it trained, or None when a time budget
+    stopped it - stored; the baseline's row stored either way."""
+    store = run.store("baseline")
+    run_key = {"experiment": "baseline", "seed": int(seed)}
+    model = build_model(run.p.model, seed, run.device)
+    ck = store.load_checkpoint(run_key)
+    if ck is None:
+        ck = train(model)
+        if ck is None:
+            return None
+        store.save_checkpoint(run_key, ck)
     else:
         restore(ck, model)
         run.log(f"baseline seed {seed}: stored, test acc {ck['row']['test_acc']:.4f}")

@@ -29,8 +29,7 @@ from .config import TrunkSchedule
 from .data import CifarTransform
 from .device import autocast
 from .features import FeatureHead, trunk_features
-from .network import build_model
-from .runs import Baseline, Run, row_key
+from .runs import Baseline, Run, stored_baseline
 
 
 def trunk_key(seed: int) -> dict:
@@ -109,11 +108,8 @@ def trunk_baseline(run: Run, seed: int) -> Optional[Baseline]:
     """The baseline of ``seed`` in a profile with a :class:`TrunkSchedule`: from its
     checkpoint, or trained now (resumably), its features cached and its row stored.
     None when the time budget stopped the training (run again to resume)."""
-    store = run.store("baseline")
-    run_key = {"experiment": "baseline", "seed": int(seed)}
-    model = build_model(run.p.model, seed, run.device)
-    ck = store.load_checkpoint(run_key)
-    if ck is None:
+
+    def train(model) -> Optional[dict]:
         history = train_trunk(run, model, seed)
         if history is None:
             return None
@@ -121,12 +117,8 @@ def trunk_baseline(run: Run, seed: int) -> Optional[Baseline]:
         acc = feats.accuracy(FeatureHead(model.head))
         values = run.values(model, [], acc=acc, wall_s=sum(h["wall_s"] for h in history))
         values.update(test_acc_best_epoch=acc, train_loss=history[-1]["train_loss"], epochs=len(history))
-        ck = checkpoint(model, 0, values)
-        store.save_checkpoint(run_key, ck)
         run.log(f"baseline seed {seed}: test acc {acc:.4f} after {len(history)} epochs "
                 f"({values['wall_s'] / 60:.1f} min of training)")
-    else:
-        restore(ck, model)
-        run.log(f"baseline seed {seed}: stored, test acc {ck['row']['test_acc']:.4f}")
-    store.cached(row_key("baseline", 0, 0, seed), lambda: ck["row"], run.prov)
-    return Baseline(int(seed), ck, model)
+        return checkpoint(model, 0, values)
+
+    return stored_baseline(run, seed, train)
