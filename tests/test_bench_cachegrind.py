@@ -84,7 +84,7 @@ def test_numba_counts_are_the_difference_of_two_runs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(V, "run_cachegrind_tool", fake)
     res = V.numba_product_counts(tmp_path / "ops.npz", "numba_bsr", 5)
-    assert [n for n, _ in calls] == [5, 10]
+    assert sorted(n for n, _ in calls) == [5, 10]  # the two runs may go side by side
     assert res["instructions"] == 70 and res["data_refs"] == 40 and res["d1_misses"] == 2 and res["ll_misses"] == 1
     assert all(env["NUMBA_CPU_NAME"] and "NUMBA_CPU_FEATURES" in env for _, env in calls)
     monkeypatch.setattr(V, "run_cachegrind_tool", lambda *a: CG.parse_cachegrind("events: Ir\nfn=???\n0 5\n"))

@@ -58,7 +58,7 @@ class BenchConfig:
     cache_dense: bool = True
     budget_s: float = 0.006
     # whole-model forwards: a dense forward at batch 256 takes ~2 ms, and 6 ms would leave
-    # it the minimum of samples (5), whose median moves by +-10% from run to run
+    # it the minimum number of samples (5)
     model_budget_s: float = 0.05
     min_repeats: int = 5
     max_repeats: int = 60
