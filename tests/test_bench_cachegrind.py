@@ -128,3 +128,12 @@ def test_cache_cases_and_rows_hold_the_numba_kernels_at_each_batch(monkeypatch, 
     assert [(r["format"], r["batch"]) for r in rows] == [(c.fmt, c.batch) for c in cases] == calls
     assert {r["method"] for r in rows if r["format"].startswith("numba")} == {C.METHOD["numba"]}
     assert all(r["instructions"] == 10 and r["rows"] == 300 and r["cols"] == 784 for r in rows)
+    # what notebook 02 shows of them (its quick profile runs no numba case under valgrind: too slow for CI)
+    from blockprune_utils.bench import findings
+    from blockprune_utils.plots import bench as BP
+
+    fig, table = BP.cache_misses(rows)
+    assert {"numba CSR", "numba BSR"} <= set(table["kernel"]) and set(table["batch"]) == {1, 8}
+    assert "numba" in BP.cache_misses_caption(table)
+    assert "numba at batch 8: BSR has 1x the D1 misses of CSR" in findings.cache_sentence(rows)
+    fig.clf()

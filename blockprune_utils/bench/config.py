@@ -78,6 +78,7 @@ PROFILES: dict[str, BenchConfig] = {
         batches=(1, 64), threads=(1,), synthetic_sizes=(1024,), synthetic_ks=(4,),
         synthetic_densities=(0.1, 0.01), synthetic_batches=(1,), model_ks=(2, 4), model_rounds=(16,),
         model_batches=(1, 256), model_threads=(1,), cache_ks=(4,), cache_rounds=(16,), cache_products=10, cache_dense=False,
+        cache_batches=(),  # numba under valgrind takes minutes per case; tests/test_bench_cachegrind.py runs one
         budget_s=0.004, model_budget_s=0.03, min_repeats=3, max_repeats=40,
     ),
 }
