@@ -114,6 +114,23 @@ def _title(notebook: Path) -> str:
     return notebook.stem
 
 
+def page_titles(files: list[Path], pages=PAGES) -> dict[Path, str]:
+    """Each page's title, its notebook's first heading; pages that share one (one notebook
+    run with different parameters) get the parameters that tell them apart."""
+    params = {name: p for name, _, p in pages}
+    titles = {f: _title(f) for f in files}
+    for title in set(titles.values()):
+        same = [f for f in files if titles[f] == title]
+        if len(same) < 2:
+            continue
+        keys = sorted({k for f in same for k in params.get(f.name, {})
+                       if len({repr(params.get(g.name, {}).get(k)) for g in same}) > 1})
+        for f in same:
+            tag = ", ".join(f"{k}={params.get(f.name, {}).get(k)}" for k in keys) or f.stem
+            titles[f] = f"{title} ({tag})"
+    return titles
+
+
 def execute_missing(executed: Path, notebooks: Path, pages=PAGES) -> list[Path]:
     """Execute with papermill each page's notebook that ``executed`` lacks."""
     import papermill as pm
@@ -139,9 +156,10 @@ def build_book(executed: Path, out: Path, notebooks: Path | None = None, pages=P
     out.mkdir(parents=True, exist_ok=True)
     exp = exporter()
     items = []
+    titles = page_titles(files, pages)
     for nb_path in files:
         page = export_page(nb_path, out / f"{nb_path.stem}.html", exp)
-        items.append(f'<li><a href="{page.name}">{html.escape(_title(nb_path))}</a> '
+        items.append(f'<li><a href="{page.name}">{html.escape(titles[nb_path])}</a> '
                      f'<small>({html.escape(nb_path.stem)})</small></li>')
     index = out / "index.html"
     index.write_text(

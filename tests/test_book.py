@@ -37,6 +37,21 @@ def test_book_pages_are_offline(tmp_path):
     assert 'href="page.html"' in index.read_text()
 
 
+def test_pages_of_one_notebook_are_told_apart_in_the_index(tmp_path):
+    executed = tmp_path / "executed"
+    executed.mkdir()
+    for name in ("a.ipynb", "b.ipynb"):
+        _notebook(executed / name)
+    pages = (("a.ipynb", "nb.ipynb", {"profile": "quick", "dataset": "mnist"}),
+             ("b.ipynb", "nb.ipynb", {"profile": "quick", "dataset": "fashion_mnist"}))
+    index = build_book(executed, tmp_path / "book", pages=pages, execute=False).read_text()
+    # both share the heading "A page": the parameter that differs is named, the shared one is not
+    assert index.count("A page (dataset=mnist)") == 1 and index.count("A page (dataset=fashion_mnist)") == 1
+    assert "profile=" not in index
+    single = build_book(executed, tmp_path / "one", pages=pages[:1], execute=False).read_text()
+    assert ">A page</a>" in single  # a title nothing shares stays as it is
+
+
 def test_remote_urls_finds_loads_not_links():
     assert remote_urls('<script src="https://cdn.example/x.js"></script>')
     assert remote_urls('<link rel="stylesheet" href="//cdn.example/x.css">')
