@@ -118,16 +118,16 @@ def page_titles(files: list[Path], pages=PAGES) -> dict[Path, str]:
     """Each page's title, its notebook's first heading; pages that share one (one notebook
     run with different parameters) get the parameters that tell them apart."""
     params = {name: p for name, _, p in pages}
-    titles = {f: _title(f) for f in files}
-    for title in set(titles.values()):
-        same = [f for f in files if titles[f] == title]
-        if len(same) < 2:
-            continue
-        keys = sorted({k for f in same for k in params.get(f.name, {})
-                       if len({repr(params.get(g.name, {}).get(k)) for g in same}) > 1})
-        for f in same:
-            tag = ", ".join(f"{k}={params.get(f.name, {}).get(k)}" for k in keys) or f.stem
-            titles[f] = f"{title} ({tag})"
+    by_title: dict[str, list[Path]] = {}
+    for f in files:
+        by_title.setdefault(_title(f), []).append(f)
+    titles = {}
+    for title, same in by_title.items():
+        values = [params.get(f.name, {}) for f in same]
+        keys = sorted(k for k in set().union(*values) if len({repr(v.get(k)) for v in values}) > 1)
+        for f, v in zip(same, values):
+            tag = ", ".join(f"{k}={v.get(k)}" for k in keys) or f.stem
+            titles[f] = f"{title} ({tag})" if len(same) > 1 else title
     return titles
 
 

@@ -284,3 +284,13 @@ def test_findings_compare_the_numba_formats_on_the_synthetic_matrices():
     assert "BSR computes faster than CSR in 50% of the 4 cases" in verdict
     assert "library kernels (scipy, torch), BSR is faster than CSR in 0%" in verdict
     assert findings.synthetic_sentence([r for r in rows if r["format"] != "numba_bsr"]) == ""
+
+
+def test_the_model_budget_keys_the_model_store_only():
+    from blockprune_utils.bench import config as BC
+
+    a, b = tiny_cfg(model_budget_s=0.01), tiny_cfg(model_budget_s=0.02)
+    assert BC.bench_store("bench", a, B.MATRIX_SCHEMA).hash == BC.bench_store("bench", b, B.MATRIX_SCHEMA).hash
+    fields = BC.MODEL_TIMING_FIELDS
+    assert (BC.bench_store("bench_model", a, B.MATRIX_SCHEMA, fields=fields).hash
+            != BC.bench_store("bench_model", b, B.MATRIX_SCHEMA, fields=fields).hash)

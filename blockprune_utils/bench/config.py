@@ -93,8 +93,8 @@ def get_config(profile: str | BenchConfig, **overrides) -> BenchConfig:
 # What a stored row's meaning depends on, per store.  The sweep axes (k, rounds,
 # layers, batches, threads, formats, sizes) are not here: they are in the row keys,
 # so a profile that adds a k or a batch size reuses every row it shares with another.
-TIMING_FIELDS = ("dataset", "seed", "lenet_profile", "budget_s", "model_budget_s", "min_repeats", "max_repeats", "min_sample_s",
-                 "version")
+TIMING_FIELDS = ("dataset", "seed", "lenet_profile", "budget_s", "min_repeats", "max_repeats", "min_sample_s", "version")
+MODEL_TIMING_FIELDS = (*TIMING_FIELDS, "model_budget_s")
 WEIGHT_FIELDS = ("dataset", "seed", "lenet_profile", "version")
 
 

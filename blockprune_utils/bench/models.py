@@ -23,7 +23,7 @@ from ..bsr.fused import NumbaMLP
 from ..infra.store import Schema
 from ..masks import remove_masks
 from ..schedule import layer_densities, total_density
-from .config import DENSE_VARIANTS, LAYERS, MODEL_VARIANTS, BenchConfig, bench_store, get_config
+from .config import DENSE_VARIANTS, LAYERS, MODEL_TIMING_FIELDS, MODEL_VARIANTS, BenchConfig, bench_store, get_config
 from .harness import (
     KERNEL_ERRORS,
     MACHINE_COLUMNS,
@@ -145,7 +145,7 @@ def model_rows(cfg: BenchConfig | str = "quick", *, rerun: bool = False, progres
     """Every (k, round, batch, threads, variant) whole-model row of the profile, read
     from the ``bench_model`` store or measured (``cache=False``: nothing stored)."""
     cfg = get_config(cfg)
-    store = bench_store("bench_model", cfg, MODEL_SCHEMA, store_root) if cache else None
+    store = bench_store("bench_model", cfg, MODEL_SCHEMA, store_root, fields=MODEL_TIMING_FIELDS) if cache else None
     prov = row_provenance("cpu")
     groups = [(k, r, b, t) for k in cfg.model_ks for r in cfg.model_rounds for b in cfg.model_batches for t in cfg.model_threads]
 

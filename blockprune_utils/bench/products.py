@@ -3,8 +3,8 @@
 Formats: numpy dense, torch dense, scipy CSR, scipy BSR, torch sparse CSR, torch
 sparse BSR, and the numba CSR and BSR kernels of :mod:`blockprune_utils.bsr.kernels`
 (written alike, so that their ratio compares the formats; serial at one thread,
-``prange`` over the rows with all threads).  Every result is checked against a float64 dense product before it is
-timed (a format that disagrees or cannot be built is recorded with its error and
+``prange`` over the rows with all threads).  Every result is checked against a
+float64 dense product before it is timed (a format that disagrees or cannot be built is recorded with its error and
 not timed); the speed-up over dense is the ratio of medians measured in the same
 run, interleaved, so that drifts of a shared machine hit all formats alike.
 """
@@ -17,7 +17,7 @@ import torch
 
 from ..blocks import block_grid
 from ..bsr import quiet_sparse_beta, to_scipy_bsr, to_scipy_csr, to_torch_bsr
-from ..bsr.kernels import bsr_kernel, csr_kernel, kernel_arrays
+from ..bsr.kernels import bound_kernel, kernel_arrays
 from ..infra.store import Schema
 from .config import DENSE_FORMATS, FORMAT_LIB, FORMATS, BenchConfig, bench_store, get_config
 from .harness import (
@@ -75,8 +75,8 @@ def _matmul(A, X):
     return A @ X
 
 
-def _numba_product(kernel, a, x, y):
-    kernel(a.data, a.indices, a.indptr, x, y, _NO_BIAS, False)
+def _numba_product(kernel, x, y):
+    kernel(x, y, _NO_BIAS, False)
     return y
 
 
@@ -84,10 +84,7 @@ def numba_fn(a, x: np.ndarray, parallel: bool):
     """A call of the numba kernel of ``a`` (:func:`kernel_arrays`) writing ``W x`` into
     an output allocated here, once (the kernels take x unpadded)."""
     y = np.empty((a.shape[0],) + x.shape[1:], np.float32)
-    batched = x.ndim == 2
-    kernel = csr_kernel(batched, parallel) if a.fmt == "csr" else bsr_kernel(a.k, batched, parallel)
-    data = a.data.reshape(-1) if a.k == 1 else a.data
-    return functools.partial(_numba_product, kernel, a._replace(data=data), x, y)
+    return functools.partial(_numba_product, bound_kernel(a, x.ndim == 2, parallel), x, y)
 
 
 def product_fns(ops: dict, shape, k: int, x: np.ndarray, parallel: bool = False) -> dict:

@@ -26,6 +26,7 @@ write y beyond it (padded operands work too).
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import numpy as np
@@ -35,7 +36,8 @@ from ..blocks import as_matrix, block_grid, check_block_size
 from .convert import INDEX_DTYPE, bsr_arrays, to_scipy_csr
 from .jit import MAX_K, bsr_kernel, check_k, csr_kernel
 
-__all__ = ["FORMATS", "MAX_K", "KernelArrays", "bsr_kernel", "bsr_matmul", "csr_kernel", "csr_matmul", "kernel_arrays"]
+__all__ = ["FORMATS", "MAX_K", "KernelArrays", "bound_kernel", "bsr_kernel", "bsr_matmul", "csr_kernel", "csr_matmul",
+           "kernel_arrays"]
 
 FORMATS = ("bsr", "csr")
 _EMPTY = np.zeros(0, np.float32)
@@ -98,8 +100,13 @@ def bsr_matmul(data, indices, indptr, k, x, y, parallel=False, *, bias=None, rel
     k = _check_k(k)
     _check_operands(data, indices, indptr, k, x, y, bias, check)
     kernel = bsr_kernel(k, x.ndim == 2, bool(parallel))
-    kernel(data.reshape(-1) if k == 1 else data, indices, indptr, x, y, _EMPTY if bias is None else bias, bool(relu))
+    kernel(_kernel_data(data, k), indices, indptr, x, y, _EMPTY if bias is None else bias, bool(relu))
     return y
+
+
+def _kernel_data(data: np.ndarray, k: int) -> np.ndarray:
+    """The values as the kernel of block size k takes them (k = 1 runs the CSR kernel: flat)."""
+    return data.reshape(-1) if k == 1 else data
 
 
 def csr_matmul(data, indices, indptr, x, y, parallel=False, *, bias=None, relu=False, check=True):
@@ -139,3 +146,11 @@ def kernel_arrays(weight, k: int = 1, fmt: str = "bsr", block_mask=None) -> Kern
         data = data.reshape(-1, k, k)
     c = np.ascontiguousarray
     return KernelArrays(fmt, k, c(data, np.float32), c(indices, INDEX_DTYPE), c(indptr, INDEX_DTYPE), tuple(weight.shape))
+
+
+def bound_kernel(a: KernelArrays, batched: bool, parallel: bool = False):
+    """The compiled kernel of ``a`` with its arrays bound, ``f(x, y, bias, relu)``, and
+    no checks: for timing loops, whose operands the caller has checked once (empty
+    ``bias``: none)."""
+    kernel = csr_kernel(batched, parallel) if a.fmt == "csr" else bsr_kernel(a.k, batched, parallel)
+    return functools.partial(kernel, _kernel_data(a.data, a.k), a.indices, a.indptr)
