@@ -4,9 +4,10 @@ of one operand file by the compiled CSR or BSR kernel.
 It imports numpy and numba only: the kernels' module (:mod:`blockprune_utils.bsr.jit`,
 which imports no torch) is loaded from the file path it is given, without the
 package's ``__init__`` files, so neither the package nor torch is imported under valgrind.  ``NUMBA_CPU_NAME`` /
-``NUMBA_CPU_FEATURES`` (set by the parent to its own) make numba generate - or load
-from its disk cache - the same machine code the timings ran, whatever CPU valgrind
-reports.
+``NUMBA_CPU_FEATURES`` (set by the parent: the timed target limited to what valgrind
+decodes, :func:`blockprune_utils.bench.isa.valgrind_target`) make numba generate - or
+load from its disk cache - that machine code, whatever CPU valgrind reports; the
+driver prints the target its numba used.
 
 JIT-compiled code has no symbol names, so cachegrind cannot charge it to a named
 function as it does scipy's kernels.  Instead the parent runs this driver twice,
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 from numba import njit
+from numba.core.registry import cpu_target
 
 FORMATS = ("numba_csr", "numba_bsr")
 
@@ -92,7 +94,9 @@ def main(argv=None) -> int:
     bias, relu = np.zeros(0, np.float32), False  # the argument types the parent ran (its disk cache holds that code)
     repeat(1, *args, bias, relu)  # compile (or load) and warm the caches: the same in both runs
     repeat(a.n, *args, bias, relu)
-    print(json.dumps({"fmt": a.fmt, "n": a.n, "batch": a.batch, "checksum": float(args[-1].sum())}))
+    _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
+    print(json.dumps({"fmt": a.fmt, "n": a.n, "batch": a.batch, "checksum": float(args[-1].sum()), "cpu": cpu,
+                      "features": features}))
     return 0
 
 

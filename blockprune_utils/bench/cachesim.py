@@ -36,6 +36,7 @@ built with :func:`~blockprune_utils.bsr.to_scipy_bsr` / ``to_scipy_csr``, to an
 """
 from __future__ import annotations
 
+import subprocess
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -45,7 +46,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..bsr import bsr_matmul, csr_matmul, kernel_arrays, to_scipy_bsr, to_scipy_csr
+from ..bsr import to_scipy_bsr, to_scipy_csr
 from ..bsr.lean import sparsetools_path
 from ..infra.store import Schema
 from ..masks import dense_state_dict
@@ -53,6 +54,7 @@ from . import cachegrind_driver
 from .cachegrind import CACHE, KERNELS, cache_description, per_product
 from .config import WEIGHT_FIELDS, BenchConfig, bench_store, get_config
 from .harness import MACHINE_COLUMNS, all_threads, row_provenance
+from .isa import Target
 from .valgrind import numba_product_counts, run_cachegrind_tool, valgrind_path, valgrind_version
 from .weights import config_model, weights_tag
 
@@ -64,8 +66,12 @@ CACHE_SCHEMA = Schema(
     key=("matrix", "format", "batch", "n"),
     values=("family", "layer", "round", "weights", "density", "rows", "cols", "nnz", "nnz_blocks", "k", "fmt",
             "n_products", "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio",
-            "ll_local_miss_ratio", "kernel_functions", "cache", "valgrind", "method", *MACHINE_COLUMNS),
+            "ll_local_miss_ratio", "kernel_functions", "counted_target", "counted_isa", "timed_target", "cache", "valgrind",
+            "method", "ok", "error", *MACHINE_COLUMNS),
 )
+# What machine code a scipy / OpenBLAS row counts (a numba row names the target it compiled for).
+COUNTED = {"csr": "scipy's compiled sparsetools (the timed binary)", "bsr": "scipy's compiled sparsetools (the timed binary)",
+           "dense": "OpenBLAS sgemv, the kernel it picks for the CPU valgrind presents (AVX2 at most)"}
 METHOD = {"scipy": "cachegrind per-function counts of the product kernel, warm caches",
           "numba": "cachegrind counts of the JIT code, run of 2n products minus run of n, warm caches"}
 
@@ -100,37 +106,25 @@ def driver_args(npz, fmt: str, n: int) -> list[str]:
     return args
 
 
-def warm_numba_kernel(npz, fmt: str, batch: int) -> None:
-    """Run the numba kernel of ``fmt`` once here, so that numba's disk cache holds the
-    machine code the cachegrind child then loads instead of compiling it under valgrind."""
-    z = np.load(npz)
-    w = torch.from_numpy(z["dense"])
-    x = np.zeros((w.shape[1],) + ((batch,) if batch > 1 else ()), np.float32)
-    y = np.zeros((w.shape[0],) + x.shape[1:], np.float32)
-    a = kernel_arrays(w, int(z["k"]), "csr" if fmt == "numba_csr" else "bsr")
-    if a.fmt == "csr":
-        csr_matmul(a.data, a.indices, a.indptr, x, y)
-    else:
-        bsr_matmul(a.data, a.indices, a.indptr, a.k, x, y)
-
-
-def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600, batch: int = 1) -> dict:
+def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600, batch: int = 1, target: Target | None = None) -> dict:
     """Run the driver of ``fmt`` under cachegrind; per-product counts of its kernel
-    (scipy / OpenBLAS: by function; numba: two runs differenced)."""
+    (scipy / OpenBLAS: by function; numba: two runs differenced, the kernel compiled
+    for :func:`~.isa.valgrind_target` of ``target``, default this process's numba
+    target), and which code was counted (``counted_target``)."""
     if valgrind_path() is None:
         raise RuntimeError("valgrind is not installed (apt-get install valgrind): no cache simulation")
     if n < 1:
         raise ValueError(f"n must be >= 1 products, got {n}")
     if fmt in NUMBA_FORMATS:
-        warm_numba_kernel(npz, fmt, batch)
-        return numba_product_counts(npz, fmt, n, batch, timeout=timeout)
+        return numba_product_counts(npz, fmt, n, batch, timeout=timeout, target=target)
     if batch != 1:
         raise ValueError(f"the {fmt} driver runs matrix-vector products only (batch 1), got batch {batch}")
     cg = run_cachegrind_tool(cachegrind_driver.__file__, driver_args(npz, fmt, n), timeout)
     kernel = cg.select(KERNELS[fmt])
     if kernel["Ir"] == 0:
         raise RuntimeError(f"no {fmt} kernel function ({KERNELS[fmt]!r}) in the cachegrind output: is the library stripped?")
-    return {"fmt": fmt, "n_products": n, **per_product(kernel, n), "kernel_functions": "; ".join(cg.matching(KERNELS[fmt]))}
+    return {"fmt": fmt, "n_products": n, **per_product(kernel, n), "kernel_functions": "; ".join(cg.matching(KERNELS[fmt])),
+            "counted_target": COUNTED[fmt], "counted_isa": None, "timed_target": None}
 
 
 @dataclass(frozen=True)
@@ -146,10 +140,29 @@ class CacheCase:
     batch: int = 1
 
 
+# What a case may raise when its simulation fails (valgrind missing or rejecting the code, a
+# timeout, a driver error): the case becomes a row with ok=False and the reason, never stored.
+CASE_ERRORS = (RuntimeError, ValueError, OSError, subprocess.SubprocessError)
+COUNT_COLUMNS = ("n_products", "instructions", "data_refs", "d1_misses", "ll_misses", "d1_miss_ratio", "ll_miss_ratio",
+                 "ll_local_miss_ratio", "kernel_functions", "counted_target", "counted_isa", "timed_target")
+
+
+def failure_reason(err: BaseException) -> str:
+    """One line on why a case failed: the error's first line, and valgrind's own words
+    when it could not decode an instruction."""
+    text = str(err).strip()
+    first = text.splitlines()[0] if text else type(err).__name__
+    if "did not recognise" in text or "SIGILL" in text:
+        first += " - valgrind met an instruction it cannot decode (SIGILL)"
+    return f"{type(err).__name__}: {first}"
+
+
 def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bool = False) -> list[dict]:
     """Run every :class:`CacheCase` (skipping those ``store``, a ResultStore of
     :data:`CACHE_SCHEMA`, has) and return one row per case: kernel counts per
-    product, miss ratios, provenance."""
+    product, miss ratios, which code was counted, provenance.  A case whose
+    simulation fails becomes a row with ``ok=False``, the reason in ``error`` and no
+    counts; it is not stored, so a later run tries it again."""
     version = valgrind_version()
     prov = row_provenance("cpu")
     rows: dict[int, dict] = {}
@@ -167,11 +180,16 @@ def cachesim_rows(cases, n: int = 20, workers: int = 1, store=None, progress: bo
         with tempfile.TemporaryDirectory(prefix="cachesim-ops-") as tmp:
             npz = Path(tmp) / "ops.npz"
             sizes = write_operands(npz, c.weight, c.k)
-            res = run_cachegrind(npz, c.fmt, n, batch=c.batch)
+            try:
+                res, ok, error = {**dict.fromkeys(COUNT_COLUMNS), **run_cachegrind(npz, c.fmt, n, batch=c.batch)}, True, None
+            except CASE_ERRORS as err:
+                res, ok, error = {"fmt": c.fmt, **dict.fromkeys(COUNT_COLUMNS)}, False, failure_reason(err)
         method = METHOD["numba" if c.fmt in NUMBA_FORMATS else "scipy"]
         values = {**c.meta, **sizes, "k": c.k, **res, "cache": cache_description(), "valgrind": version, "method": method,
-                  **{m: prov[m] for m in MACHINE_COLUMNS}}
-        return i, (store.put(key, values, prov) if store is not None else CACHE_SCHEMA.make(key, values, prov, None))
+                  "ok": ok, "error": error, **{m: prov[m] for m in MACHINE_COLUMNS}}
+        if ok and store is not None:
+            return i, store.put(key, values, prov)
+        return i, CACHE_SCHEMA.make(key, values, prov, store.hash if store is not None else None)
 
     if todo:
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:

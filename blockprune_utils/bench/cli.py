@@ -10,6 +10,7 @@ import pandas as pd
 from ..bsr import lean_kernel
 from .cachesim import cache_rows, valgrind_path
 from .config import PROFILES, get_config
+from .findings import cache_gaps, counted_targets
 from .gpu import gpu_rows
 from .harness import blas_control, machine
 from .models import model_rows
@@ -19,7 +20,7 @@ from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, 
 
 PARTS = ("matrices", "models", "storage", "cache")
 CACHE_COLUMNS = ["matrix", "fmt", "batch", "k", "density", "instructions", "data_refs", "d1_misses", "ll_misses",
-                 "d1_miss_ratio", "ll_miss_ratio"]
+                 "d1_miss_ratio", "ll_miss_ratio", "counted_isa", "ok"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -81,8 +82,12 @@ def main(argv=None) -> int:
         else:
             rows = cache_rows(cfg, progress=progress)
             frames.append(frame(rows).assign(part="cache"))
-            print("\ncachegrind, per product (warm caches):")
+            targets = counted_targets(rows)
+            print("\ncachegrind, per product (warm caches" + (f"; {targets}" if targets else "") + "):")
             print(frame(rows)[CACHE_COLUMNS].round(4).to_string(index=False))
+            gaps = cache_gaps(rows)
+            if gaps:
+                print("\n" + gaps)
     if a.gpu:
         rows = gpu_rows(cfg, progress=progress, rerun=a.rerun)
         if not rows:

@@ -92,10 +92,19 @@ def model_formats(mrows, round: int | None = None) -> pd.DataFrame:
     return pd.DataFrame(out, columns=MODEL_COLUMNS)
 
 
+def cache_ok(crows) -> pd.DataFrame:
+    """The cachegrind rows whose simulation succeeded (rows without an ``ok`` column: all)."""
+    c = frame(crows)
+    if c.empty or "ok" not in c:
+        return c
+    return c[c["ok"].fillna(True).astype(bool)]
+
+
 def cache_pairs(crows) -> pd.DataFrame:
     """cachegrind rows side by side: per (library, batch, k, round) the CSR and BSR
-    instructions, D1 and LL misses per product, and their BSR / CSR ratios."""
-    c = frame(crows)
+    instructions, D1 and LL misses per product, and their BSR / CSR ratios (failed
+    simulations left out)."""
+    c = cache_ok(crows)
     if c.empty:
         return pd.DataFrame()
     c = c.assign(batch=c["batch"].fillna(1).astype(int) if "batch" in c else 1)
@@ -157,6 +166,41 @@ def model_sentence(mrows) -> str:
     return f"Whole pruned LeNet at ~{100 * m['density'].mean():.1f}% density: " + "; ".join(parts) + "."
 
 
+def counted_targets(crows) -> str:
+    """Which numba machine code the cachegrind rows counted and which the timings ran,
+    e.g. ``the numba kernels as compiled for znver4 (avx2); the timings ran avx512 code``."""
+    c = cache_ok(crows)
+    if c.empty or "counted_target" not in c:
+        return ""
+    numba = c[c["fmt"].astype(str).str.startswith("numba") & c["counted_target"].notna()]
+    if numba.empty:
+        return ""
+    counted = ", ".join(sorted(set(numba["counted_target"])))
+    timed = ", ".join(sorted({str(v) for v in numba.get("isa", pd.Series(dtype=object)).dropna()}))
+    text = f"the numba kernels as compiled for {counted}"
+    if timed:
+        same = set(numba["counted_isa"].dropna()) == set(numba["isa"].dropna())
+        text += (f"; the timings ran the same {timed} code" if same else
+                 f"; the timings ran {timed} code, which valgrind cannot decode, so the counts are of the same kernels "
+                 "limited to what valgrind runs")
+    return text
+
+
+def cache_gaps(crows) -> str:
+    """One sentence on the cachegrind cases that failed (empty when none did): how many,
+    which, and why; they are tried again on the next run."""
+    c = frame(crows)
+    if c.empty or "ok" not in c:
+        return ""
+    bad = c[~c["ok"].fillna(True).astype(bool)]
+    if bad.empty:
+        return ""
+    which = ", ".join(f"{f} k={int(k)} batch {int(b)}" for f, k, b in zip(bad["fmt"], bad["k"], bad["batch"]))
+    reasons = "; ".join(dict.fromkeys(str(e) for e in bad["error"]))
+    return (f"cachegrind failed for {len(bad)} of {len(c)} cases ({which}): {reasons}. Figure 6 marks them with a cross; "
+            "they are not stored, so the next run tries them again.")
+
+
 def cache_sentence(crows) -> str:
     c = cache_pairs(crows)
     if c.empty:
@@ -165,7 +209,10 @@ def cache_sentence(crows) -> str:
     for (lib, b), g in c.groupby(["lib", "batch"]):
         parts.append(f"{lib} at batch {b}: BSR has {_span(g['d1_misses_bsr_over_csr'])} the D1 misses of CSR and executes "
                      f"{_span(g['instructions_bsr_over_csr'])} its instructions")
-    return ("cachegrind, one product of fc1: " + "; ".join(parts) + ".") if parts else ""
+    if not parts:
+        return ""
+    targets = counted_targets(crows)
+    return "cachegrind, one product of fc1: " + "; ".join(parts) + (f" (counted: {targets})" if targets else "") + "."
 
 
 def auto_and_cache(mrows, crows) -> str:

@@ -30,31 +30,34 @@ from ..bsr.timing import (
 )
 from ..infra.provenance import provenance
 from ..infra.store import Schema, key_name
+from .isa import numba_target
 
 __all__ = ["KERNEL_ERRORS", "RTOL", "TIMING_COLUMNS", "Timing", "all_threads", "as_numpy", "blas_control",
            "close_enough", "num_threads", "time_calls", "timing_values", "machine", "row_provenance",
            "MACHINE_COLUMNS", "threads_label", "error_text", "stored_groups"]
 
-# Columns of every timing row besides the provenance ones: the CPU model and core count.
-MACHINE_COLUMNS = ("cpu_model", "cores")
+# Columns of every timing row besides the provenance ones: the CPU model, core count and
+# the instruction set the numba kernels were compiled for (avx512, avx2, ...: .isa).
+MACHINE_COLUMNS = ("cpu_model", "cores", "isa")
 
 
 def machine() -> dict:
-    """What timings depend on besides the code: the CPU model, its cores and the libraries."""
+    """What timings depend on besides the code: the CPU model, its cores, the instruction
+    set numba compiles the kernels for (``isa``: avx512, avx2, ...) and the libraries."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "cores": all_threads(), "torch": torch.__version__, "numpy": np.__version__,
+    return {"cpu": cpu, "cores": all_threads(), "isa": numba_target().isa, "torch": torch.__version__, "numpy": np.__version__,
             "scipy": scipy.__version__, "python": platform.python_version()}
 
 
 def row_provenance(device: str = "cpu") -> dict:
-    """:func:`~blockprune_utils.infra.provenance.provenance` plus the CPU model and core count."""
+    """:func:`~blockprune_utils.infra.provenance.provenance` plus the CPU model, core count and ISA."""
     m = machine()
-    return {**provenance(device), "cpu_model": m["cpu"], "cores": m["cores"]}
+    return {**provenance(device), "cpu_model": m["cpu"], "cores": m["cores"], "isa": m["isa"]}
 
 
 def threads_label(n: int | None) -> str:

@@ -6,14 +6,23 @@ cache, and the two-run measurement of the numba kernels.
 parse its ``cachegrind.out``.  :func:`numba_product_counts` runs
 :mod:`.cachegrind_numba_driver` twice - ``n`` and ``2 n`` counted products, after
 one warm-up product - and returns the difference of the counts of the JIT code
-per product: the start-up, the imports, compiling or loading the kernel and the
-warm-up are the same in both runs and cancel.  The two runs go side by side on two
-cores (each is a single-threaded simulation).  The child is told this process's
-numba target (CPU name and features), so that it runs the machine code that was
-timed here, loaded from numba's disk cache, whatever CPU valgrind reports.
+per product: the start-up, the imports, loading the kernel and the warm-up are the
+same in both runs and cancel.  The two runs go side by side on two cores (each is
+a single-threaded simulation).
+
+Which machine code is counted: the child compiles the kernels for
+:func:`~.isa.valgrind_target` of the timed target - the same CPU name, limited to
+the instruction sets valgrind decodes (AVX2 and FMA at most: no release decodes
+AVX-512).  On an AVX2 host that is the very code the timings ran; on an AVX-512
+host it is the same kernel built for AVX2, and the result says so
+(``counted_target``, ``counted_isa``).  Before the valgrind runs, the driver runs
+once natively with the same target, which compiles the kernels into numba's disk
+cache (its entries are keyed by the target), so the runs under valgrind load them
+instead of compiling under the simulator.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,11 +31,10 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from numba.core.registry import cpu_target
-
 from ..bsr import jit
 from . import cachegrind_numba_driver
 from .cachegrind import CACHE, KERNELS, Cachegrind, difference, parse_cachegrind, per_product
+from .isa import Target, numba_target, valgrind_target
 
 
 def valgrind_path() -> str | None:
@@ -68,22 +76,43 @@ def run_cachegrind_tool(driver, args, timeout: float = 600, env: dict | None = N
         return parse_cachegrind(out.read_text())
 
 
-def numba_target_env() -> dict:
-    """Environment that makes a child's numba compile for (and load the disk cache
-    of) this process's target: its CPU name and features, one thread."""
-    _, cpu, features = cpu_target.target_context.codegen().magic_tuple()
-    return {"NUMBA_CPU_NAME": cpu, "NUMBA_CPU_FEATURES": features, "NUMBA_NUM_THREADS": "1"}
+def numba_driver_args(npz, fmt: str, n: int, batch: int) -> list:
+    return ["--npz", npz, "--fmt", fmt, "--n", n, "--batch", batch, "--jit", Path(jit.__file__).resolve()]
 
 
-def numba_product_counts(npz, fmt: str, n: int, batch: int = 1, timeout: float = 900) -> dict:
+def warm_numba_driver(npz, fmt: str, batch: int, env: dict, timeout: float = 600) -> dict:
+    """Run the numba driver once natively (one product) with ``env``: numba compiles the
+    kernel for that target into its disk cache, where the runs under valgrind find it.
+    Returns the driver's report, after checking that its numba used that target."""
+    safe_path = ["-P"] if sys.version_info >= (3, 11) else []
+    cmd = [sys.executable, *safe_path, str(Path(cachegrind_numba_driver.__file__).resolve()),
+           *map(str, numba_driver_args(npz, fmt, 1, batch))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
+    if proc.returncode != 0:
+        raise RuntimeError(f"the numba driver failed natively (exit {proc.returncode}) for target "
+                           f"{env.get('NUMBA_CPU_NAME')}:\n{proc.stderr[-2000:]}")
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    if (report.get("cpu"), report.get("features")) != (env["NUMBA_CPU_NAME"], env["NUMBA_CPU_FEATURES"]):
+        raise RuntimeError(f"the numba driver compiled for {report.get('cpu')!r}, not the requested "
+                           f"{env['NUMBA_CPU_NAME']!r} with the requested features")
+    return report
+
+
+def numba_product_counts(npz, fmt: str, n: int, batch: int = 1, timeout: float = 900,
+                         target: Target | None = None) -> dict:
     """Per-product counts of a numba kernel: runs of ``n`` and ``2 n`` products, the
-    counts of the JIT code (:data:`~.cachegrind.KERNELS`) differenced, divided by n."""
+    counts of the JIT code (:data:`~.cachegrind.KERNELS`) differenced, divided by n.
+    ``target``: the timed target (default: this process's); the kernel is counted as
+    compiled for :func:`~.isa.valgrind_target` of it (``counted_target``)."""
     if n < 1:
         raise ValueError(f"n must be >= 1 products, got {n}")
-    env = numba_target_env()
+    timed = target or numba_target()
+    counted = valgrind_target(timed)
+    env = {**counted.env(), "NUMBA_NUM_THREADS": "1"}
+    warm_numba_driver(npz, fmt, batch, env, timeout)
 
     def run(reps: int) -> Cachegrind:
-        args = ["--npz", npz, "--fmt", fmt, "--n", reps, "--batch", batch, "--jit", Path(jit.__file__).resolve()]
+        args = numba_driver_args(npz, fmt, reps, batch)
         return run_cachegrind_tool(cachegrind_numba_driver.__file__, args, timeout, env).select(KERNELS[fmt])
 
     # the two runs side by side where there are two cores: the simulated counts do not depend on it
@@ -92,5 +121,7 @@ def numba_product_counts(npz, fmt: str, n: int, batch: int = 1, timeout: float =
     diff = difference(many, few)
     if diff.get("Ir", 0) <= 0:
         raise RuntimeError(f"no JIT instructions per product of {fmt} ({diff}): did the driver run the kernel?")
-    return {"fmt": fmt, "n_products": n, **per_product(diff, n),
-            "kernel_functions": f"numba JIT code ({env['NUMBA_CPU_NAME']}): runs of {2 * n} minus {n} products"}
+    return {"fmt": fmt, "n_products": n, **per_product(diff, n), "counted_target": counted.describe(),
+            "counted_isa": counted.isa, "timed_target": timed.describe(),
+            "kernel_functions": f"numba JIT code compiled for {counted.describe()} (timed: {timed.describe()}): "
+                                f"runs of {2 * n} minus {n} products"}
