@@ -31,6 +31,9 @@ def test_bsr_notebook_runs_and_writes_its_figures(run_notebook):
         assert meta["device"] and meta["caption"] and meta.get("run_commits")
     if valgrind_path() is None:
         assert "valgrind is not installed" in text
+    else:  # the cache section names the numba code it counts, and the figure table says which cases ran
+        assert "counted as compiled for" in text
+        assert {"ok", "counted_target", "isa"} <= set((figs / "bsr_cache_misses.csv").read_text().splitlines()[0].split(","))
     assert "bsr_speedup_fc1" in (figs / "README.md").read_text()
     # the results went to the temporary results folder, not the repo's
     assert (run_notebook.results_dir / "bench").exists()

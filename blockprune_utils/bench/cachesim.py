@@ -28,7 +28,14 @@ The numba kernels (formats ``numba_csr`` / ``numba_bsr``, :mod:`blockprune_utils
 are JIT code without symbol names, so they are measured by the difference of two
 runs instead (:func:`~.valgrind.numba_product_counts`), at batch 1 (matrix-vector,
 like the scipy rows) and at the profile's larger ``cache_batches`` (one product
-``Y = W X`` in the kernels' (features, batch) layout).
+``Y = W X`` in the kernels' (features, batch) layout).  They are counted as compiled
+for what valgrind decodes (:func:`~.isa.valgrind_target`: AVX2 at most), which on an
+AVX-512 host is not the code that was timed; every row names the counted code
+(``counted_target``, ``counted_isa``) and the timed instruction set (``isa``).
+
+A case whose simulation fails (valgrind rejecting an instruction, a timeout) becomes
+a row with ``ok`` false and the reason in ``error`` instead of an exception; such
+rows are not stored, so the next run tries the case again.
 
 The parent side (:func:`cachesim_rows`) writes the operands of a pruned layer,
 built with :func:`~blockprune_utils.bsr.to_scipy_bsr` / ``to_scipy_csr``, to an
@@ -151,7 +158,7 @@ def failure_reason(err: BaseException) -> str:
     """One line on why a case failed: the error's first line, and valgrind's own words
     when it could not decode an instruction."""
     text = str(err).strip()
-    first = text.splitlines()[0] if text else type(err).__name__
+    first = text.splitlines()[0].rstrip(":") if text else type(err).__name__
     if "did not recognise" in text or "SIGILL" in text:
         first += " - valgrind met an instruction it cannot decode (SIGILL)"
     return f"{type(err).__name__}: {first}"

@@ -195,7 +195,7 @@ def cache_gaps(crows) -> str:
     bad = c[~c["ok"].fillna(True).astype(bool)]
     if bad.empty:
         return ""
-    which = ", ".join(f"{f} k={int(k)} batch {int(b)}" for f, k, b in zip(bad["fmt"], bad["k"], bad["batch"]))
+    which = ", ".join(f"{f} at k={int(k)}, batch {int(b)}" for f, k, b in zip(bad["fmt"], bad["k"], bad["batch"]))
     reasons = "; ".join(dict.fromkeys(str(e) for e in bad["error"]))
     return (f"cachegrind failed for {len(bad)} of {len(c)} cases ({which}): {reasons}. Figure 6 marks them with a cross; "
             "they are not stored, so the next run tries them again.")
