@@ -113,7 +113,13 @@ def driver_args(npz, fmt: str, n: int) -> list[str]:
     return args
 
 
-def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = 600, batch: int = 1, target: Target | None = None) -> dict:
+# Wall-clock limit of one valgrind run: about a minute on an idle 2-core machine, but ten
+# times that and more when the cores are shared; the limit only stops a run that hangs.
+TIMEOUT_S = 3600
+
+
+def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = TIMEOUT_S, batch: int = 1,
+                   target: Target | None = None) -> dict:
     """Run the driver of ``fmt`` under cachegrind; per-product counts of its kernel
     (scipy / OpenBLAS: by function; numba: two runs differenced, the kernel compiled
     for :func:`~.isa.valgrind_target` of ``target``, default this process's numba
