@@ -13,6 +13,14 @@ kernel is counted with under cachegrind: the timed target's CPU name (its tuning
 same scheduling and unrolling choices) with every feature turned off that valgrind
 cannot decode or that this host lacks.  On an AVX2 host that is the timed code
 itself; on an AVX-512 host it is the same kernel limited to AVX2, and the rows say so.
+
+Machine code and other CPUs: the kernels' hand-written LLVM (the ``<k x float>``
+multiply-adds of :mod:`blockprune_utils.bsr.jit`, the ``<8 x float>`` shuffles of
+:mod:`blockprune_utils.bsr.transpose`) is generic IR that LLVM lowers for whatever
+target it compiles for (SSE2 splits a vector in halves; without FMA a multiply-add
+is a multiply and an add).  numba's disk cache (``cache=True``) keys every entry by
+the target (triple, CPU name, feature string), so processes on different CPUs that
+share a cache folder each load only code compiled for their own target.
 """
 from __future__ import annotations
 
