@@ -71,7 +71,7 @@ def test_matrix_rows_schema_and_cache():
     required = {"matrix", "family", "layer", "rows", "cols", "k", "round", "weights", "density", "block_density", "nnz",
                 "nnz_blocks", "format", "lib", "layout", "batch", "threads", "threads_label", "device", "ok", "error",
                 "max_rel_err", "median_ns", "q25_ns", "q75_ns", "repeats", "dense_ns", "dense_format", "speedup",
-                "speedup_same_lib", "torch", "numpy", "scipy", "commit", "cpu_model", "blas_control", "config_hash"}
+                "speedup_same_lib", "torch", "numpy", "scipy", "commit", "cpu_model", "isa", "blas_control", "config_hash"}
     assert required <= set(B.MATRIX_SCHEMA.columns)
     for r in rows:
         assert required <= r.keys(), required - r.keys()
@@ -79,6 +79,7 @@ def test_matrix_rows_schema_and_cache():
         assert r["median_ns"] > 0 and r["speedup"] > 0 and r["repeats"] >= 2
         assert r["q25_ns"] <= r["median_ns"] <= r["q75_ns"]
     assert {r["format"] for r in rows} == set(B.FORMATS)
+    assert {r["isa"] for r in rows} == {B.machine()["isa"]}  # the instruction set the numba kernels ran
     assert {r["weights"] for r in rows if r["family"] == "lenet"} <= {"untrained", "trained-cache"}
     # one row per (matrix, format, batch, threads)
     keys = {(r["matrix"], r["format"], r["batch"], r["threads_label"]) for r in rows}

@@ -88,7 +88,7 @@ def warm_numba_driver(npz, fmt: str, batch: int, env: dict, timeout: float = 600
     cmd = [sys.executable, *safe_path, str(Path(cachegrind_numba_driver.__file__).resolve()),
            *map(str, numba_driver_args(npz, fmt, 1, batch))]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
-    if proc.returncode != 0:
+    if proc.returncode != 0 or not proc.stdout.strip():
         raise RuntimeError(f"the numba driver failed natively (exit {proc.returncode}) for target "
                            f"{env.get('NUMBA_CPU_NAME')}:\n{proc.stderr[-2000:]}")
     report = json.loads(proc.stdout.strip().splitlines()[-1])
