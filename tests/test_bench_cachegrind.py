@@ -233,3 +233,20 @@ def test_a_failed_case_becomes_a_marked_row_and_is_tried_again(monkeypatch, tmp_
     assert any(len(c.get_offsets()) == 2 for ax in fig.axes for c in ax.collections)  # the two crosses of each panel
     fig.clf()
 
+
+
+def test_the_cli_prints_the_cache_rows_and_their_failures(monkeypatch, capsys):
+    """``--only cache`` ends normally when cases failed: the table, the counted code and one
+    sentence on the failures (no traceback)."""
+    from blockprune_utils.bench import cli
+
+    ok = {"matrix": "m", "fmt": "numba_bsr", "batch": 1, "k": 4, "density": 0.03, "instructions": 9.0, "data_refs": 4.0,
+          "d1_misses": 1.0, "ll_misses": 0.0, "d1_miss_ratio": 0.25, "ll_miss_ratio": 0.0, "counted_isa": "avx2",
+          "counted_target": "znver4 (avx2)", "isa": "avx512", "ok": True, "error": None}
+    bad = {**ok, "fmt": "numba_csr", "instructions": None, "ok": False, "error": "RuntimeError: cachegrind run failed"}
+    monkeypatch.setattr(cli, "valgrind_path", lambda: "/usr/bin/valgrind")
+    monkeypatch.setattr(cli, "cache_rows", lambda cfg, progress=False: [ok, bad])
+    assert cli.main(["--quick", "--only", "cache", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "the numba kernels as compiled for znver4 (avx2); the timings ran avx512 code" in out
+    assert "cachegrind failed for 1 of 2 cases (numba_csr at k=4, batch 1): RuntimeError: cachegrind run failed" in out
