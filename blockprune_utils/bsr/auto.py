@@ -28,7 +28,7 @@ PATHS = ("module", "lean")
 
 
 def _module_candidates(w, b, k) -> dict:
-    """One layer as a :class:`BSRLinear` of each backend that can hold it (numba: k <= 8)."""
+    """One layer as a :class:`BSRLinear` of each backend that can hold it (numba: k <= 64)."""
     out = {}
     for be in BACKENDS:
         try:

@@ -52,7 +52,8 @@ _META = 8  # rows of indptr, nnz(b), data offset, indices offset, indptr offset,
 _F32 = np.dtype(np.float32)
 TILE = 256  # samples per batch tile (see the module docstring)
 # the compiled forwards embed the kernels and the transpose: a change of either must invalidate their disk cache too
-_SOURCES = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (_jit, _transpose_module, _vec, _train_kernels))).hexdigest()[:16]
+_SOURCES = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
+                                   for m in (_jit, _transpose_module, _vec, _train_kernels))).hexdigest()[:16]
 
 
 def layer_product(code, data, indices, indptr, x, y, bias, relu):

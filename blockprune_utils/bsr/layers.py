@@ -48,7 +48,7 @@ class BSRLinear(nn.Module):
 
     ``backend``: ``"torch"`` (torch sparse BSR, CPU or GPU), ``"scipy"`` (CPU,
     ``scipy.sparse.bsr_matrix``; inference only, no autograd), ``"numba"`` (CPU,
-    the compiled BSR kernel of :mod:`.kernels` with bias added inside, 1 <= k <= 8,
+    the compiled BSR kernel of :mod:`.kernels` with bias added inside, 1 <= k <= 64,
     float32; inference only) or ``"dense"`` (a dense copy: the reference the others
     are compared with, and what the automatic backend choice falls back to).
     """

@@ -15,7 +15,8 @@ elements):
   first ``n - n % 8`` samples, 8 lanes per accumulator, summed across lanes at the
   end - the weight gradient at one block.
 
-Vector widths are LLVM's generic ``<W x float>``: the backend splits them into
+The arrays are float32 or float64 (one dtype per call).  Vector widths are LLVM's
+generic ``<W x float>``: the backend splits them into
 whatever the host has (two 8-lane registers on AVX2, one 16-lane on AVX-512), so
 nothing depends on the instruction set.  Like :mod:`.jit` it imports no torch.
 """
@@ -36,8 +37,14 @@ def _ptr(context, builder, arrty, arr, off, vec):
 
 
 def _fma(builder, vec):
-    w = vec.count
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{w}f32")
+    w, bits = vec.count, 64 if isinstance(vec.element, ir.DoubleType) else 32
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec] * 3), f"llvm.fmuladd.v{w}f{bits}")
+
+
+def _same_float(*arrays) -> bool:
+    """All 1-D arrays of one float dtype (float32 or float64)."""
+    return all(isinstance(a, types.Array) and a.ndim == 1 and a.dtype == arrays[0].dtype for a in arrays) and \
+        arrays[0].dtype in (types.float32, types.float64)
 
 
 def _splat(builder, value, vec):
@@ -55,12 +62,12 @@ def rows_axpy(typingctx, y, yoff, ys, a, aoff, ar, ac, x, xoff, xs, nc, RR, W):
     """For r < RR: ``y[yoff + r*ys : +W] += sum_{c < nc} a[aoff + r*ar + c*ac] * x[xoff + c*xs : +W]``
     with the RR accumulators in registers (y, a, x: 1-D float32 arrays; RR, W literal)."""
     rr_, w_ = _literal(RR), _literal(W)
-    if rr_ is None or w_ is None:
+    if rr_ is None or w_ is None or not _same_float(y, a, x):
         return None
 
     def codegen(context, builder, sig, args):
         y_, yoff_, ys_, a_, aoff_, ar_, ac_, x_, xoff_, xs_, nc_ = args[:11]
-        vec = ir.VectorType(ir.FloatType(), w_)
+        vec = ir.VectorType(context.get_data_type(sig.args[0].dtype), w_)
         fma = _fma(builder, vec)
         i64 = ir.IntType(64)
         accs = []
@@ -102,12 +109,12 @@ def dot_tile(typingctx, g, goff, gr, gc, dy, dyoff, dys, x, xoff, xs, n, RR, CC)
     x[xoff + c*xs + b]`` (overwrites g; the caller adds the last n % 8 samples), RR*CC
     accumulators of 8 lanes in registers (RR, CC literal)."""
     rr_, cc_ = _literal(RR), _literal(CC)
-    if rr_ is None or cc_ is None:
+    if rr_ is None or cc_ is None or not _same_float(g, dy, x):
         return None
 
     def codegen(context, builder, sig, args):
         g_, goff_, gr_, gc_, dy_, dyoff_, dys_, x_, xoff_, xs_, n_ = args[:11]
-        vec = ir.VectorType(ir.FloatType(), LANES)
+        vec = ir.VectorType(context.get_data_type(sig.args[0].dtype), LANES)
         fma = _fma(builder, vec)
         i64 = ir.IntType(64)
         slots = [[cgutils.alloca_once(builder, vec) for _ in range(cc_)] for _ in range(rr_)]
@@ -118,10 +125,12 @@ def dot_tile(typingctx, g, goff, gr, gc, dy, dyoff, dys, x, xoff, xs, n, RR, CC)
         steps = builder.udiv(n_, i64(LANES))
         with cgutils.for_range(builder, steps) as loop:
             b = builder.mul(loop.index, i64(LANES))
-            dv = [builder.load(_ptr(context, builder, sig.args[4], dy_, builder.add(builder.add(dyoff_, builder.mul(dys_, i64(r))), b),
-                                    vec), align=4, typ=vec) for r in range(rr_)]
-            xv = [builder.load(_ptr(context, builder, sig.args[7], x_, builder.add(builder.add(xoff_, builder.mul(xs_, i64(c))), b),
-                                    vec), align=4, typ=vec) for c in range(cc_)]
+            def row(n, arr, off, stride, r):
+                p = _ptr(context, builder, sig.args[n], arr, builder.add(builder.add(off, builder.mul(stride, i64(r))), b), vec)
+                return builder.load(p, align=4, typ=vec)
+
+            dv = [row(4, dy_, dyoff_, dys_, r) for r in range(rr_)]
+            xv = [row(7, x_, xoff_, xs_, c) for c in range(cc_)]
             for r in range(rr_):
                 for c in range(cc_):
                     s = slots[r][c]
