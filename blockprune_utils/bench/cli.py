@@ -16,8 +16,9 @@ from .models import model_rows
 from .products import matrix_rows
 from .storage import storage_rows
 from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
+from .training import bar_line, mlp_bar, training_bar
 
-PARTS = ("matrices", "models", "storage", "cache")
+PARTS = ("matrices", "models", "storage", "cache", "training")
 CACHE_COLUMNS = ["matrix", "fmt", "batch", "k", "density", "instructions", "data_refs", "d1_misses", "ll_misses",
                  "d1_miss_ratio", "ll_miss_ratio"]
 
@@ -94,7 +95,12 @@ def main(argv=None) -> int:
     if a.out and frames:
         pd.concat(frames, ignore_index=True).to_csv(a.out, index=False)
         print(f"\nrows written to {a.out}")
+    if bar is not None:  # the numba kernels on the pruned LeNet (k = 4, last round) and a transformer-sized MLP, one thread
+        bar.update(mlp_bar())
+    train_bar = training_bar(steps=40 if profile == "quick" else 430) if "training" in parts else None
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
-    if bar is not None:  # last line: the numba kernels on the pruned LeNet (k = 4, last round, one thread)
-        print("kernel bar: " + " ".join(f"{name}={value:.3g}" for name, value in bar.items()))
+    if bar is not None:
+        print(bar_line("kernel bar", bar))
+    if train_bar is not None:  # last line: LeNet retraining, dense-masked / block-sparse time (k = 4, one thread)
+        print(bar_line("training bar", train_bar))
     return 0
