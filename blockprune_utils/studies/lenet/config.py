@@ -22,8 +22,9 @@ DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = ("block", "dense_control", "sensitivity", "random_retrain", "random_scratch", "baseline_scan", "retrain_scan",
             "authors")
 # 2: fixed row schema (every row has every column) and the one checkpoint format;
-# 3: Adam's fused kernel (same method, different rounding).
-STUDY_VERSION = 3
+# 3: Adam's fused kernel (same method, different rounding);
+# 4: retraining trains layers below the crossover density on their live blocks only (same method, different rounding).
+STUDY_VERSION = 4
 
 SCHEMA = Schema(
     key=("dataset", "variant", "k", "round", "seed", "layer", "setting"),
@@ -67,7 +68,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """The three training phases, and which split selects the kept checkpoint:
-    ``"val"`` (ours), ``"test"`` or ``"train"`` (the authors' MNIST / Fashion-MNIST)."""
+    ``"val"`` (ours), ``"test"`` or ``"train"`` (the authors' MNIST / Fashion-MNIST).
+    ``sparse``: the pruned variants train each masked layer whose density is below the
+    measured crossover as a block-sparse layer of its live weights
+    (:func:`blockprune_utils.bsr.sparse_training.sparse_layers`: same updates, faster);
+    False: always the masked dense layers."""
 
     baseline: TrainConfig = TrainConfig(epochs=15, lr=1e-3, batch_size=128)
     retrain: TrainConfig = TrainConfig(epochs=1, lr=1e-3, batch_size=128)
@@ -75,6 +80,7 @@ class TrainingConfig:
     select_on: str = "val"
     authors_softmax: bool = False
     eval_batch: int = 10000
+    sparse: bool = True
 
     def __post_init__(self):
         if self.select_on not in ("val", "test", "train"):

@@ -20,6 +20,7 @@ and returns how many rows it holds; a prune run resumes from its last checkpoint
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ...blocks import block_mask_of, block_scores
+from ...bsr.sparse_training import sparse_layers
 from ...data import Split, load_mnist_like, train_val_split
 from ...infra.provenance import provenance
 from ...infra.seeds import derive_seed
@@ -110,6 +112,12 @@ class Run:
         }
 
 
+def trained_sparse(cfg: RunConfig, model, k: int):
+    """The context a pruned model trains in: its layers below the crossover density as
+    block-sparse layers (``cfg.training.sparse``), or as they are."""
+    return sparse_layers(model, LAYERS, k) if cfg.training.sparse else contextlib.nullcontext()
+
+
 def baseline(run: Run, seed: int) -> LeNet300100:
     """The trained dense network of ``seed``: from its checkpoint, or trained now."""
     run_key = {"dataset": run.cfg.data.dataset, "seed": int(seed), "variant": "baseline"}
@@ -162,7 +170,8 @@ def prune_run(run: Run, seed: int, k: int, variant: str, phase: TrainConfig | No
         pruned_acc = None if scan else run.test_acc(m)  # accuracy before retraining
         m.zero_grad(set_to_none=True)
         # with one epoch there is nothing to select: skip the per-epoch evaluation
-        hist = train(m, run.splits[0], phase, gen, val=run.selection(phase) if phase.epochs > 1 else None)
+        with trained_sparse(cfg, m, k):
+            hist = train(m, run.splits[0], phase, gen, val=run.selection(phase) if phase.epochs > 1 else None)
         return t0, pruned_acc, hist
 
     def row_of(r, m, result):
@@ -212,7 +221,8 @@ def scratch_run(run: Run, seed: int, k: int, round: int) -> None:
         set_mask(getattr(model, n), get_mask(getattr(masked, n)).clone())
     phase = run.cfg.training.scratch
     gen = torch.Generator().manual_seed(derive_seed("scratch-data", seed, k, round))
-    hist = train(model, run.splits[0], phase, gen, val=run.selection(phase))
+    with trained_sparse(run.cfg, model, k):
+        hist = train(model, run.splits[0], phase, gen, val=run.selection(phase))
     run.store.put(rkey, run.values(model, k, epochs=phase.epochs, t0=t0, hist=hist), run.prov)
 
 
