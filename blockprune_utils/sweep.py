@@ -25,7 +25,8 @@ LAYOUT = """\
 package layout (imports point down the data flow):
   blocks, pruning, masks, schedule   the method: k x k blocks, scores, which blocks, masks, BlockPruner, prune_retrain
   models, data, train                networks, MNIST / Fashion-MNIST, training and evaluation
-  bsr/                               BSR conversion, BSR layers, lean numpy path, numba kernels, automatic backend
+  bsr/                               BSR conversion, BSR layers, lean numpy path, numba kernels, automatic backend,
+                                     block-sparse training layers
   infra/                             paths, results store (rows under a config hash), provenance, seeds, figures
   studies/base.py                    the study skeleton: profiles, tasks, resumable prune -> retrain rounds
   studies/lenet/, studies/cifar/     the two studies: config (+ profiles, row schema), runs, summaries

@@ -151,3 +151,22 @@ def test_features_first_transposes():
     a = np.arange(24 * 13, dtype=np.float32).reshape(24, 13)
     np.testing.assert_array_equal(features_first(a), a.T)
     np.testing.assert_array_equal(features_first(a.astype(np.float64)), a.T)
+
+
+def test_fused_forward_and_numba_backend_take_large_k():
+    """The whole-model forward and to_bsr_model(backend="numba") run k > 8 (one
+    compiled kernel for every such k) and equal the masked model."""
+    from blockprune_utils.bsr import NumbaMLP, to_bsr_model
+    from blockprune_utils.models import LENET_RATES, LeNet300100
+    from blockprune_utils.schedule import BlockPruner
+
+    torch.manual_seed(0)
+    model = LeNet300100()
+    pruner = BlockPruner(16, LENET_RATES)
+    for _ in range(3):
+        pruner.step(model)
+    x = torch.randn(7, 784)
+    with torch.no_grad():
+        ref = model(x)
+        np.testing.assert_allclose(NumbaMLP(model, 16, "bsr")(x.numpy()), ref.numpy(), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(to_bsr_model(model, 16, backend="numba")(x), ref, rtol=1e-4, atol=1e-5)
