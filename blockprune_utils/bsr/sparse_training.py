@@ -42,13 +42,13 @@ def _block_aligned(mask, k: int) -> bool:
 
 
 def sparse_plan(model: nn.Module, layers: Sequence[str], k: int, max_density: float | None = None) -> dict[str, tuple]:
-    """{layer: (fmt, k)} of the masked layers that :func:`sparse_layers` makes sparse:
+    """{layer: (fmt, k)} of the masked CPU layers that :func:`sparse_layers` makes sparse:
     those of density <= ``max_density`` (default: :func:`crossover_density` of the
     format's block size); bsr with ``k`` when the mask is made of whole blocks, else csr."""
     plan = {}
     for name in layers:
         lin = model.get_submodule(name)
-        if not isinstance(lin, nn.Linear) or not is_masked(lin):
+        if not isinstance(lin, nn.Linear) or not is_masked(lin) or lin.weight.device.type != "cpu":
             continue
         mask = get_mask(lin)
         fmt, kk = ("bsr", int(k)) if k > 1 and _block_aligned(mask, int(k)) else ("csr", 1)
