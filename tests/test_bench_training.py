@@ -27,5 +27,8 @@ def test_mlp_bar_checks_and_times_the_sparse_mlp():
 def test_crossover_is_a_measured_density_and_the_table_is_monotone_in_use():
     out = T.training_crossover(ks=(4,), densities=(0.01,), batch=16)
     assert set(out) == {4} and out[4] in (0.0, 0.01)
-    assert crossover_density(6) == CROSSOVER[4] and crossover_density(64) == CROSSOVER[max(CROSSOVER)]
-    assert crossover_density(0) == CROSSOVER[1]  # k = 0 (no pruning): the CSR value
+    fc1 = CROSSOVER[300, 784]
+    assert crossover_density(6) == fc1[4] and crossover_density(64) == fc1[max(fc1)]
+    assert crossover_density(0) == fc1[1]  # k = 0 (no pruning): the CSR value
+    assert crossover_density(4, (3072, 768)) == fc1[4] and crossover_density(4, (10, 100)) == CROSSOVER[10, 100][4]
+    assert crossover_density(4, (2, 3)) == CROSSOVER[10, 100][4]  # smaller than every measured shape: the smallest's

@@ -86,6 +86,15 @@ def training_crossover(ks=(1, 2, 4, 8, 16), shape=(300, 784), batch: int = 128,
     return out
 
 
+LENET_SHAPES = ((300, 784), (100, 300), (10, 100))
+
+
+def crossover_table(shapes=LENET_SHAPES, ks=(1, 2, 4, 8, 16), seed: int = 0) -> dict:
+    """{shape: :func:`training_crossover` of that layer shape}: the table kept as
+    :data:`blockprune_utils.bsr.sparse_training.CROSSOVER`."""
+    return {tuple(shape): training_crossover(ks, shape, seed=seed) for shape in shapes}
+
+
 class SparseMLP:
     """``fc2(gelu(fc1(x)))`` on block-sparse weights, the hidden activations kept in the
     (features, batch) layout: one transpose in, one out."""

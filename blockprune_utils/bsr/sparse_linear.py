@@ -167,30 +167,70 @@ def features_first(a: np.ndarray) -> np.ndarray:
 
 # ----------------------------------------------------------------------------- autograd and the layer
 
+class _Ops:
+    """The three products of one structure, dtype and threading with their kernels
+    picked once (the per-call cost of a training step matters for small layers):
+    the choices of :func:`forward`, :func:`input_grad`, :func:`weight_grad`, unchecked."""
+
+    def __init__(self, s: Structure, dtype, parallel: bool):
+        self.s, self.dtype, self.none = s, np.dtype(dtype), np.zeros(0, dtype)
+        f32 = self.dtype == np.float32
+        apply = block_apply_kernel(parallel)
+        self.fwd = (csr_kernel(True, parallel) if f32 and s.fmt == "csr" else
+                    bsr_kernel(s.k, True, parallel) if f32 and s.k > 1 else None)
+        self.apply, self.csr_t = apply, csr_kernel(True, parallel) if f32 and s.fmt == "csr" else None
+        self.grad = csr_grad_kernel(parallel) if s.fmt == "csr" else block_grad_kernel(parallel)
+
+    def forward(self, data, x, bias):
+        s = self.s
+        y = np.empty((s.shape[0], x.shape[1]), self.dtype)
+        b = self.none if bias is None else bias
+        if self.fwd is not None:
+            self.fwd(data, s.indices, s.indptr, x, y, b, False)
+        else:
+            self.apply(_blocks(s, data), s.k, 1, s.indices, s.indptr, _NO, x, y, b, False)
+        return y
+
+    def input_grad(self, data, dy):
+        s = self.s
+        dx = np.empty((s.shape[1], dy.shape[1]), self.dtype)
+        if self.csr_t is not None:
+            self.csr_t(data[s.perm], s.t_indices, s.t_indptr, dy, dx, self.none, False)
+        else:
+            self.apply(_blocks(s, data), 1, s.k, s.t_indices, s.t_indptr, s.perm, dy, dx, self.none, False)
+        return dx
+
+    def weight_grad(self, dy, x):
+        s = self.s
+        g = np.empty((s.n_stored,) if s.fmt == "csr" else (s.n_stored, s.k, s.k), self.dtype)
+        self.grad(dy, x, s.indices, s.indptr, g)
+        return g
+
+
 class _SparseLinearFn(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, values, bias, s, parallel):
+    def forward(ctx, x, values, bias, ops):
+        n_out, n_in = ops.s.shape
         lead = x.shape[:-1]
-        xn = x.detach().reshape(-1, s.shape[1]).numpy()
-        xt = features_first(xn)
+        xt = features_first(x.detach().reshape(-1, n_in).numpy())
         data = values.detach().numpy()
-        y = features_first(forward(s, data, xt, None if bias is None else bias.detach().numpy(), parallel))
-        ctx.s, ctx.parallel, ctx.xt, ctx.data, ctx.has_bias = s, parallel, xt, data, bias is not None
-        ctx.lead = lead
-        return torch.from_numpy(y).reshape(*lead, s.shape[0])
+        y = features_first(ops.forward(data, xt, None if bias is None else bias.detach().numpy()))
+        ctx.ops, ctx.xt, ctx.data, ctx.has_bias, ctx.lead = ops, xt, data, bias is not None, lead
+        return torch.from_numpy(y).reshape(*lead, n_out)
 
     @staticmethod
     def backward(ctx, gy):
-        s = ctx.s
-        dyt = features_first(gy.detach().reshape(-1, s.shape[0]).contiguous().numpy())
+        ops = ctx.ops
+        n_out, n_in = ops.s.shape
+        dyt = features_first(gy.detach().reshape(-1, n_out).numpy())
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.from_numpy(features_first(input_grad(s, ctx.data, dyt, ctx.parallel))).reshape(*ctx.lead, s.shape[1])
+            gx = torch.from_numpy(features_first(ops.input_grad(ctx.data, dyt))).reshape(*ctx.lead, n_in)
         if ctx.needs_input_grad[1]:
-            gv = torch.from_numpy(weight_grad(s, dyt, ctx.xt, ctx.parallel))
+            gv = torch.from_numpy(ops.weight_grad(dyt, ctx.xt))
         if ctx.has_bias and ctx.needs_input_grad[2]:
             gb = torch.from_numpy(dyt.sum(1))
-        return gx, gv, gb, None, None
+        return gx, gv, gb, None
 
 
 class BlockSparseLinear(nn.Module):
@@ -206,6 +246,7 @@ class BlockSparseLinear(nn.Module):
         self.values = nn.Parameter(values.detach().clone().contiguous())
         self.bias = None if bias is None else nn.Parameter(bias.detach().clone().contiguous())
         self.in_features, self.out_features = s.shape[1], s.shape[0]
+        self._ops: dict = {}  # the kernels picked once per dtype (see _Ops)
 
     @classmethod
     def from_linear(cls, linear: nn.Linear, k: int = 1, fmt: str = "bsr", parallel: bool = False) -> "BlockSparseLinear":
@@ -216,6 +257,9 @@ class BlockSparseLinear(nn.Module):
         mask = get_mask(linear) if is_masked(linear) else (w != 0)
         s = structure_of(mask, k, fmt)
         return cls(s, gather(s, w), None if linear.bias is None else linear.bias.detach(), parallel)
+
+    def __getstate__(self) -> dict:  # copies and pickles pick their kernels again on use
+        return {**self.__dict__, "_ops": {}}
 
     def weight(self) -> torch.Tensor:
         """The dense (n_out, n_in) weight (zeros outside the stored places)."""
@@ -237,7 +281,10 @@ class BlockSparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dtype != self.values.dtype or x.device.type != "cpu":
             raise ValueError(f"input must be a CPU {self.values.dtype} tensor, got {x.device.type} {x.dtype}")
-        return _SparseLinearFn.apply(x, self.values, self.bias, self.structure, self.parallel)
+        ops = self._ops.get(x.dtype)
+        if ops is None:
+            ops = self._ops[x.dtype] = _Ops(self.structure, self.values.detach().numpy().dtype, self.parallel)
+        return _SparseLinearFn.apply(x, self.values, self.bias, ops)
 
     def extra_repr(self) -> str:
         s = self.structure

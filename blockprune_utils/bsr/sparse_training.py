@@ -6,10 +6,12 @@ the duration of a ``with`` block (an optimizer built inside it steps only the li
 weights), then writes the trained weights back into the original masked layers and
 puts them back, so masks, checkpoints and the pruner see the ordinary model.  A
 layer goes sparse when its density is at most :func:`crossover_density` of its
-block size: below it the sparse forward + backward of a LeNet-sized layer is faster
-than the masked dense one.  The crossover values are measured by
-:func:`blockprune_utils.bench.training.training_crossover` (one thread, batch 128,
-fc1 300 x 784 with the input gradient) and kept here as constants, so that a run's
+block size and shape: below it the sparse forward + backward of the layer is faster
+than the masked dense one (small layers, such as LeNet's fc3, hardly ever: the
+sparse path's fixed cost per call outweighs their few multiply-adds).  The crossover
+values are measured by :func:`blockprune_utils.bench.training.crossover_table` (one
+thread, batch 128, the three LeNet layer shapes, with the input gradient) and kept
+here as constants, so that a run's
 choice of path does not depend on the machine it runs on; a layer whose mask is not
 made of whole k x k blocks trains as CSR (k = 1).
 """
@@ -24,15 +26,24 @@ from ..blocks import as_matrix, block_grid, expand_block_mask, to_blocks
 from ..masks import get_mask, is_masked
 from .sparse_linear import BlockSparseLinear
 
-# density at or below which the sparse layer is faster, per block size: training_crossover() on an AVX-512 host
-# (Intel, one thread, the machine shared with other jobs); see the module docstring
-CROSSOVER = {1: 0.3, 2: 0.4, 4: 0.6, 8: 0.7, 16: 0.9}
+# {layer shape: {block size: density at or below which the sparse layer is faster}}: crossover_table() on an AMD
+# EPYC host with AVX-512, one thread, the machine shared with other jobs (see the module docstring)
+CROSSOVER = {
+    (300, 784): {1: 0.5, 2: 0.3, 4: 0.5, 8: 0.6, 16: 0.8},
+    (100, 300): {1: 0.2, 2: 0.2, 4: 0.5, 8: 0.4, 16: 0.6},
+    (10, 100): {1: 0.0, 2: 0.1, 4: 0.0, 8: 0.1, 16: 0.0},
+}
 
 
-def crossover_density(k: int) -> float:
-    """The density below which a layer of block size ``k`` trains sparse (the measured
-    value of the largest tabulated block size <= k)."""
-    return CROSSOVER[max(kk for kk in CROSSOVER if kk <= max(int(k), 1))]
+def crossover_density(k: int, shape=(300, 784)) -> float:
+    """The density below which a layer of block size ``k`` and weight ``shape`` (n_out,
+    n_in) trains sparse: the measured value of the largest tabulated shape with at most
+    as many weights (smaller than all: the smallest's) and the largest tabulated block
+    size <= k."""
+    size = int(shape[0]) * int(shape[1])
+    fits = [sh for sh in CROSSOVER if sh[0] * sh[1] <= size] or [min(CROSSOVER, key=lambda sh: sh[0] * sh[1])]
+    table = CROSSOVER[max(fits, key=lambda sh: sh[0] * sh[1])]
+    return table[max(kk for kk in table if kk <= max(int(k), 1))]
 
 
 def _block_aligned(mask, k: int) -> bool:
@@ -52,7 +63,7 @@ def sparse_plan(model: nn.Module, layers: Sequence[str], k: int, max_density: fl
             continue
         mask = get_mask(lin)
         fmt, kk = ("bsr", int(k)) if k > 1 and _block_aligned(mask, int(k)) else ("csr", 1)
-        limit = crossover_density(kk) if max_density is None else max_density
+        limit = crossover_density(kk, tuple(mask.shape)) if max_density is None else max_density
         if float((mask != 0).float().mean()) <= limit:
             plan[name] = (fmt, kk)
     return plan
