@@ -11,8 +11,15 @@ live weights.
 
 Forward and backward run the numba kernels (:mod:`.kernels`, :mod:`.train_kernels`)
 in the (features, batch) layout: the input is transposed once in the forward
-(and kept for the weight gradient), the output once back, the output gradient
-once, the input gradient once back - every conversion inside the timed call.
+(and kept for the weight gradient), the output gradient once in the backward -
+every conversion inside the timed call.  The output and the input gradient are
+returned as transposed views of the kernels' results (a (batch, features) tensor
+whose memory is (features, batch)): elementwise ops such as ReLU keep that layout,
+so the next block-sparse layer (and, in the backward, the previous one) takes it
+without a transpose - the layout is kept across consecutive sparse layers, and
+only the network's edges convert.  The input is kept for the weight gradient
+without a copy when it is such a view: it must not be changed in place before the
+backward.
 float32 runs the fastest kernels (k <= 8: compiled per k); float64 (for
 ``torch.autograd.gradcheck``) runs the run-time-k kernels.  CPU tensors only.
 """
@@ -155,7 +162,11 @@ def weight_grad(s: Structure, dy: np.ndarray, x: np.ndarray, parallel: bool = Fa
 
 
 def features_first(a: np.ndarray) -> np.ndarray:
-    """(B, n) -> its C-contiguous transpose (n, B) (float32: the vectorised transpose)."""
+    """(B, n) -> its C-contiguous transpose (n, B): ``a.T`` itself when that is
+    C-contiguous (``a`` is a transposed view, as the layer's outputs are), else a copy
+    (float32: the vectorised transpose)."""
+    if a.ndim == 2 and a.T.flags.c_contiguous:
+        return a.T
     a = np.ascontiguousarray(a)
     out = np.empty(a.shape[::-1], a.dtype)
     if a.dtype == np.float32:
@@ -207,6 +218,15 @@ class _Ops:
         return g
 
 
+def _batch_first(yt: np.ndarray, lead) -> torch.Tensor:
+    """The (features, batch) result as a (*lead, features) tensor: for 2-D inputs the
+    transposed view, no copy (elementwise ops keep that layout, and the next sparse
+    layer reads it back without a transpose); otherwise a transposed copy."""
+    if len(lead) == 1:
+        return torch.from_numpy(yt).t()
+    return torch.from_numpy(features_first(yt)).reshape(*lead, yt.shape[0])
+
+
 class _SparseLinearFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, values, bias, ops):
@@ -214,9 +234,9 @@ class _SparseLinearFn(torch.autograd.Function):
         lead = x.shape[:-1]
         xt = features_first(x.detach().reshape(-1, n_in).numpy())
         data = values.detach().numpy()
-        y = features_first(ops.forward(data, xt, None if bias is None else bias.detach().numpy()))
+        yt = ops.forward(data, xt, None if bias is None else bias.detach().numpy())
         ctx.ops, ctx.xt, ctx.data, ctx.has_bias, ctx.lead = ops, xt, data, bias is not None, lead
-        return torch.from_numpy(y).reshape(*lead, n_out)
+        return _batch_first(yt, lead)
 
     @staticmethod
     def backward(ctx, gy):
@@ -225,7 +245,7 @@ class _SparseLinearFn(torch.autograd.Function):
         dyt = features_first(gy.detach().reshape(-1, n_out).numpy())
         gx = gv = gb = None
         if ctx.needs_input_grad[0]:
-            gx = torch.from_numpy(features_first(ops.input_grad(ctx.data, dyt))).reshape(*ctx.lead, n_in)
+            gx = _batch_first(ops.input_grad(ctx.data, dyt), ctx.lead)
         if ctx.needs_input_grad[1]:
             gv = torch.from_numpy(ops.weight_grad(dyt, ctx.xt))
         if ctx.has_bias and ctx.needs_input_grad[2]:
