@@ -26,12 +26,12 @@ from ..blocks import as_matrix, block_grid, expand_block_mask, to_blocks
 from ..masks import get_mask, is_masked
 from .sparse_linear import BlockSparseLinear
 
-# {layer shape: {block size: density at or below which the sparse layer is faster}}: crossover_table() on an AMD
-# EPYC host with AVX-512, one thread, the machine shared with other jobs (see the module docstring)
+# {layer shape: {block size: density at or below which the sparse layer is faster}}: the smaller value of two runs of
+# crossover_table() on an AMD EPYC host with AVX-512, one thread (see the module docstring)
 CROSSOVER = {
-    (300, 784): {1: 0.5, 2: 0.3, 4: 0.5, 8: 0.6, 16: 0.8},
-    (100, 300): {1: 0.2, 2: 0.2, 4: 0.5, 8: 0.4, 16: 0.6},
-    (10, 100): {1: 0.0, 2: 0.1, 4: 0.0, 8: 0.1, 16: 0.0},
+    (300, 784): {1: 0.4, 2: 0.2, 4: 0.5, 8: 0.7, 16: 0.9},
+    (100, 300): {1: 0.3, 2: 0.2, 4: 0.4, 8: 0.4, 16: 0.5},
+    (10, 100): {1: 0.0, 2: 0.0, 4: 0.0, 8: 0.02, 16: 0.0},
 }
 
 
