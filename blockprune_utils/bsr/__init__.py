@@ -4,7 +4,10 @@ numba BSR / CSR kernels (:mod:`.jit`, checked in :mod:`.kernels`) and the fused
 whole-model forward (:mod:`.fused`); torch modules - BSRLinear, FusedMLP,
 to_bsr_model (:mod:`.layers`); the lean numpy inference path of pruned MLPs
 (:mod:`.lean`); the measured per-layer backend choice (:mod:`.auto`) and the timing
-helpers both use (:mod:`.timing`)."""
+helpers both use (:mod:`.timing`); training on the live blocks only - the numba
+kernels of a training step (:mod:`.train_kernels`, :mod:`.vec`), the trainable
+BlockSparseLinear (:mod:`.sparse_linear`) and the switch below the measured
+crossover density (:mod:`.sparse_training`)."""
 from .auto import auto_backends, auto_choice
 from .convert import (
     INDEX_DTYPE,
@@ -21,6 +24,8 @@ from .fused import TILE, NumbaMLP
 from .kernels import MAX_K, KernelArrays, bsr_matmul, csr_matmul, kernel_arrays
 from .layers import BACKENDS, FUSED, BSRLinear, FusedMLP, to_bsr_model
 from .lean import LEAN_FORMATS, LeanLayer, LeanMLP, lean_kernel, linear_layers, reference_forward
+from .sparse_linear import BlockSparseLinear
+from .sparse_training import crossover_density, sparse_layers
 from .timing import Timing, blas_control, close_enough, num_threads, time_calls
 
 __all__ = ["BACKENDS", "FUSED", "INDEX_DTYPE", "BSRLinear", "FusedMLP", "Storage", "bsr_arrays", "padded_shape",
@@ -28,3 +33,4 @@ __all__ = ["BACKENDS", "FUSED", "INDEX_DTYPE", "BSRLinear", "FusedMLP", "Storage
 __all__ += ["auto_backends", "auto_choice", "LEAN_FORMATS", "LeanLayer", "LeanMLP", "lean_kernel", "linear_layers",
             "reference_forward", "Timing", "blas_control", "close_enough", "num_threads", "time_calls"]
 __all__ += ["NumbaMLP", "TILE", "MAX_K", "KernelArrays", "bsr_matmul", "csr_matmul", "kernel_arrays"]
+__all__ += ["BlockSparseLinear", "crossover_density", "sparse_layers"]

@@ -29,6 +29,8 @@ rounding.  Like :mod:`.jit` it imports no torch.
 from __future__ import annotations
 
 import functools
+import hashlib
+from pathlib import Path
 
 import numpy as np
 from numba import njit, prange
@@ -37,6 +39,8 @@ from .jit import FASTMATH, unique_jit
 from .vec import LANES, dot_tile, rows_axpy
 
 CHUNK = 16  # samples per vector accumulator of the products
+# the kernels inline the intrinsics of .vec: a change there must invalidate their disk cache too (a closure cell)
+_VEC = hashlib.sha256(Path(__file__).with_name("vec.py").read_bytes()).hexdigest()[:16]
 ROWS = 4  # rows of y (or of g) per register tile
 
 
@@ -64,7 +68,7 @@ def block_apply_kernel(parallel: bool):
     ``perm[p]`` of ``data`` (nnzb, k, k; an empty ``perm``: block p) read as
     ``A[r, c] = data[perm[p]].flat[r*ar + c*ac]`` (``ar, ac = k, 1``: the block;
     ``1, k``: its transpose).  ``bias``: n_out entries or none."""
-    tag = ("block_apply", parallel)
+    tag = ("block_apply", parallel, _VEC)
 
     def block_apply(data, ar, ac, indices, indptr, perm, x, y, bias, relu):
         _ = tag
@@ -113,7 +117,7 @@ def block_grad_kernel(parallel: bool):
     x[j*k : j*k+k].T`` for every stored block p at (block row i, block column
     j = indices[p]), over the batch; ``g`` (nnzb, k, k) is overwritten (entries
     beyond the matrix's edge: 0)."""
-    tag = ("block_grad", parallel)
+    tag = ("block_grad", parallel, _VEC)
 
     def block_grad(dy, x, indices, indptr, g):
         _ = tag
@@ -168,7 +172,7 @@ def csr_grad_kernel(parallel: bool):
     """The compiled ``(dy, x, indices, indptr, g)``: ``g[p] = dy[i] . x[indices[p]]``
     over the batch for every stored entry p of row i (two entries of a row share
     the loads of dy's row); ``g`` (nnz,) is overwritten."""
-    tag = ("csr_grad", parallel)
+    tag = ("csr_grad", parallel, _VEC)
 
     def csr_grad(dy, x, indices, indptr, g):
         _ = tag
