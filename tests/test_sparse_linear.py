@@ -170,3 +170,29 @@ def test_fused_forward_and_numba_backend_take_large_k():
         ref = model(x)
         np.testing.assert_allclose(NumbaMLP(model, 16, "bsr")(x.numpy()), ref.numpy(), rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(to_bsr_model(model, 16, backend="numba")(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_layers_swaps_and_writes_back():
+    """sparse_layers makes the sparse-enough masked layers BlockSparseLinear (bsr when the
+    mask is made of whole blocks, csr otherwise), leaves the others, and on exit - also
+    after an error - puts the original layers back holding the trained weights."""
+    from blockprune_utils.bsr.sparse_training import sparse_layers, sparse_plan
+
+    model = torch.nn.Sequential(_masked_linear(30, 50, 4, 0.2, 1), torch.nn.ReLU(), torch.nn.Linear(30, 7))
+    ragged = torch.rand(7, 30) < 0.1
+    set_mask(model[2], ragged.float())
+    plan = sparse_plan(model, ["0", "2"], 4, max_density=0.5)
+    assert (plan["0"].fmt, plan["0"].k, plan["2"].fmt) == ("bsr", 4, "csr")
+    assert sparse_plan(model, ["0", "2"], 4, max_density=0.01) == {}
+    first = model[0]
+    before = first.weight.detach().clone()
+    with sparse_layers(model, ["0", "2"], 4, max_density=0.5) as swapped:
+        assert isinstance(model[0], BlockSparseLinear) and set(swapped) == {"0", "2"}
+        with torch.no_grad():
+            model[0].values.add_(1.0)
+    assert model[0] is first and isinstance(model[2], torch.nn.Linear)
+    torch.testing.assert_close(first.weight.detach(), before + get_mask(first))  # trained inside the mask only
+    with pytest.raises(RuntimeError, match="boom"):
+        with sparse_layers(model, ["0"], 4, max_density=0.5):
+            raise RuntimeError("boom")
+    assert model[0] is first

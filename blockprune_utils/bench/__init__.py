@@ -56,7 +56,7 @@ from .models import MODEL_SCHEMA, measure_model, model_rows
 from .products import MATRIX_SCHEMA, build_operands, matrix_rows, measure_matrix
 from .storage import STORAGE_SCHEMA, storage_rows
 from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
-from .training import mlp_bar, training_bar, training_crossover
+from .training import epoch_table, mlp_bar, training_bar, training_crossover
 from .weights import (
     Matrix,
     describe_weights,
@@ -77,4 +77,4 @@ __all__ = [
     "speedup_table", "storage_table", "Matrix", "describe_weights", "lenet_matrices", "pruned_lenet_model",
     "synthetic_matrices", "synthetic_matrix", "untrained_pruned_lenets",
 ]
-__all__ += ["mlp_bar", "training_bar", "training_crossover"]
+__all__ += ["epoch_table", "mlp_bar", "training_bar", "training_crossover"]

@@ -11,7 +11,8 @@ the benchmark and the crossover density of :mod:`blockprune_utils.bsr.sparse_tra
 - :func:`training_bar`: dense-masked time / sparse time of LeNet-300-100 retraining
   epochs (the study's ``train`` loop, its retraining settings, the layer switch of
   :func:`~blockprune_utils.bsr.sparse_training.sparse_layers`) at rounds 16 and 11 and
-  over all 16 rounds of a k = 4 block run.
+  over all 16 rounds of a k = 4 block run; :func:`epoch_table` gives the epoch time of
+  every round for several block sizes (notebook 02).
 
 Everything runs on one thread.  Timing does not depend on the weights' or the data's
 values, so the models are seeded untrained LeNets pruned by the study's schedule and
@@ -168,6 +169,38 @@ def epoch_seconds(model: nn.Module, data: Split, phase: TrainConfig, k: int, spa
     return time.perf_counter() - t0
 
 
+def _random_data(steps: int, batch: int, seed: int) -> Split:
+    gen = torch.Generator().manual_seed(seed)
+    n = steps * batch
+    return Split(torch.rand(n, 784, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+
+
+def epoch_table(ks=(1, 2, 4, 6), steps: int = 40, repeats: int = 1, seed: int = 0, phase: TrainConfig | None = None):
+    """One row per (k, round 1..16) of a block run: density, seconds of a retraining epoch
+    (``steps`` minibatches of random MNIST-shaped data, the best of ``repeats``) dense-masked
+    and with :func:`sparse_layers`, their ratio, and which layers trained sparse; one thread."""
+    import pandas as pd
+
+    from ..bsr.sparse_training import sparse_plan
+    from ..schedule import total_density
+
+    phase = phase or TrainConfig(epochs=1, lr=1e-3, batch_size=128, zero_grad=False, select="last")
+    data = _random_data(steps, phase.batch_size, seed)
+    rows = []
+    with num_threads(1):
+        for k in ks:
+            models = _pruned_lenets(k, range(1, 17), seed)
+            epoch_seconds(models[16], data, phase, k, True)  # compile / load the kernels
+            for r, m in models.items():
+                dense = sparse = np.inf
+                for _ in range(repeats):
+                    dense = min(dense, epoch_seconds(m, data, phase, k, False))
+                    sparse = min(sparse, epoch_seconds(m, data, phase, k, True))
+                rows.append({"k": k, "round": r, "density": total_density(m, LAYERS), "dense_s": dense, "sparse_s": sparse,
+                             "speedup": dense / sparse, "sparse_layers": ",".join(sparse_plan(m, LAYERS, k)) or "-"})
+    return pd.DataFrame(rows)
+
+
 def training_bar(k: int = 4, steps: int = 40, repeats: int = 3, seed: int = 0, phase: TrainConfig | None = None) -> dict:
     """``epoch_r16_k4``, ``epoch_r11_k4`` (dense-masked / sparse seconds of a retraining
     epoch at rounds 16 and 11) and ``run_k4`` (the same over all 16 rounds, each round
@@ -175,9 +208,7 @@ def training_bar(k: int = 4, steps: int = 40, repeats: int = 3, seed: int = 0, p
     MNIST-shaped data (the best of ``repeats``, the two paths and all rounds
     interleaved); one thread."""
     phase = phase or TrainConfig(epochs=1, lr=1e-3, batch_size=128, zero_grad=False, select="last")
-    gen = torch.Generator().manual_seed(seed)
-    n = steps * phase.batch_size
-    data = Split(torch.rand(n, 784, generator=gen), torch.randint(0, 10, (n,), generator=gen))
+    data = _random_data(steps, phase.batch_size, seed)
     models = _pruned_lenets(k, range(1, 17), seed)
     dense, sparse = {r: np.inf for r in models}, {r: np.inf for r in models}
     with num_threads(1):

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..blocks import as_matrix, block_grid, check_block_size, expand_block_mask, to_blocks
+from ..blocks import as_matrix, block_grid, check_block_size, to_blocks
 from ..masks import get_mask, is_masked
 from .jit import MAX_K, check_k, csr_kernel
 from .kernels import FORMATS, bsr_kernel
@@ -75,8 +75,12 @@ def structure_of(element_mask: torch.Tensor, k: int = 1, fmt: str = "bsr") -> St
         k, grid = 1, m
     else:
         k = check_k(check_block_size(k))
-        grid = to_blocks(m.float(), k).flatten(-2).amax(-1) > 0
-        if not torch.equal(expand_block_mask(grid, shape, k), m):
+        live = to_blocks(m.float(), k).sum((2, 3))  # live entries per block
+        grid = live > 0
+        R, C = grid.shape
+        rows, cols = torch.full((R,), float(k)), torch.full((C,), float(k))
+        rows[-1:], cols[-1:] = shape[0] - (R - 1) * k, shape[1] - (C - 1) * k  # edge blocks: their real entries
+        if not torch.equal(live[grid], (rows[:, None] * cols[None, :])[grid]):
             raise ValueError(f"the mask is not made of whole {k} x {k} blocks: store it with fmt='csr' (k=1) instead")
     rows, cols = np.nonzero(grid.numpy())
     indices = cols.astype(np.int32)
@@ -269,13 +273,16 @@ class BlockSparseLinear(nn.Module):
         self._ops: dict = {}  # the kernels picked once per dtype (see _Ops)
 
     @classmethod
-    def from_linear(cls, linear: nn.Linear, k: int = 1, fmt: str = "bsr", parallel: bool = False) -> "BlockSparseLinear":
-        """The live weights of ``linear`` (its mask's; unmasked: its non-zeros), k x k blocks or entries."""
+    def from_linear(cls, linear: nn.Linear, k: int = 1, fmt: str = "bsr", parallel: bool = False, *,
+                    structure: Structure | None = None) -> "BlockSparseLinear":
+        """The live weights of ``linear`` (its mask's; unmasked: its non-zeros), k x k blocks
+        or entries; ``structure``: that of the mask, when the caller has it already."""
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"expected an nn.Linear, got {type(linear).__name__}")
         w = linear.weight.detach()
-        mask = get_mask(linear) if is_masked(linear) else (w != 0)
-        s = structure_of(mask, k, fmt)
+        if structure is None:
+            structure = structure_of(get_mask(linear) if is_masked(linear) else (w != 0), k, fmt)
+        s = structure
         return cls(s, gather(s, w), None if linear.bias is None else linear.bias.detach(), parallel)
 
     def __getstate__(self) -> dict:  # copies and pickles pick their kernels again on use
@@ -292,8 +299,10 @@ class BlockSparseLinear(nn.Module):
         target = linear.parametrizations.weight.original if is_masked(linear) else linear.weight
         if tuple(target.shape) != self.structure.shape:
             raise ValueError(f"linear of weight shape {tuple(target.shape)} does not match {self.structure.shape}")
-        live = scatter(self.structure, torch.ones_like(self.values, dtype=torch.bool))
-        target[live] = self.weight().to(target.dtype)[live]
+        # the stored places: for a mask made of whole blocks (or stored entry by entry), the mask's live entries
+        ones = torch.ones_like(self.values, dtype=torch.bool)
+        live = get_mask(linear) != 0 if is_masked(linear) else scatter(self.structure, ones)
+        target.copy_(torch.where(live, self.weight().to(target.dtype), target))
         if self.bias is not None:
             linear.bias.copy_(self.bias)
         return linear

@@ -22,9 +22,8 @@ from collections.abc import Iterator, Sequence
 
 from torch import nn
 
-from ..blocks import as_matrix, block_grid, expand_block_mask, to_blocks
 from ..masks import get_mask, is_masked
-from .sparse_linear import BlockSparseLinear
+from .sparse_linear import BlockSparseLinear, Structure, structure_of
 
 # {layer shape: {block size: density at or below which the sparse layer is faster}}: the smaller value of two runs of
 # crossover_table() on an AMD EPYC host with AVX-512, one thread (see the module docstring)
@@ -46,26 +45,33 @@ def crossover_density(k: int, shape=(300, 784)) -> float:
     return table[max(kk for kk in table if kk <= max(int(k), 1))]
 
 
-def _block_aligned(mask, k: int) -> bool:
-    m = as_matrix(mask) != 0
-    grid = to_blocks(m.float(), k).flatten(-2).amax(-1) > 0
-    return grid.shape == block_grid(m.shape, k) and bool((expand_block_mask(grid, m.shape, k) == m).all())
-
-
-def sparse_plan(model: nn.Module, layers: Sequence[str], k: int, max_density: float | None = None) -> dict[str, tuple]:
-    """{layer: (fmt, k)} of the masked CPU layers that :func:`sparse_layers` makes sparse:
-    those of density <= ``max_density`` (default: :func:`crossover_density` of the
-    format's block size); bsr with ``k`` when the mask is made of whole blocks, else csr."""
+def sparse_plan(model: nn.Module, layers: Sequence[str], k: int, max_density: float | None = None) -> dict[str, Structure]:
+    """{layer: its :class:`~.sparse_linear.Structure`} of the masked CPU layers that
+    :func:`sparse_layers` makes sparse: those of density <= ``max_density`` (default:
+    :func:`crossover_density` of the format's block size and the layer's shape): bsr with
+    ``k`` when the mask is made of whole blocks and the density is below that crossover,
+    else csr when it is below CSR's."""
     plan = {}
     for name in layers:
         lin = model.get_submodule(name)
         if not isinstance(lin, nn.Linear) or not is_masked(lin) or lin.weight.device.type != "cpu":
             continue
         mask = get_mask(lin)
-        fmt, kk = ("bsr", int(k)) if k > 1 and _block_aligned(mask, int(k)) else ("csr", 1)
-        limit = crossover_density(kk, tuple(mask.shape)) if max_density is None else max_density
-        if float((mask != 0).float().mean()) <= limit:
-            plan[name] = (fmt, kk)
+        density, shape = float((mask != 0).float().mean()), tuple(mask.shape)
+
+        def below(kk):
+            return density <= (crossover_density(kk, shape) if max_density is None else max_density)
+
+        s = None
+        if k > 1 and below(int(k)):
+            try:
+                s = structure_of(mask, int(k), "bsr")
+            except ValueError:  # not made of whole k x k blocks: entry by entry
+                s = None
+        if s is None and below(1):
+            s = structure_of(mask, 1, "csr")
+        if s is not None:
+            plan[name] = s
     return plan
 
 
@@ -78,11 +84,11 @@ def sparse_layers(model: nn.Module, layers: Sequence[str], k: int, max_density: 
     plan = sparse_plan(model, layers, k, max_density)
     originals, swapped = {}, {}
     try:
-        for name, (fmt, kk) in plan.items():
+        for name, s in plan.items():
             parent, _, attr = name.rpartition(".")
             owner = model.get_submodule(parent) if parent else model
             lin = getattr(owner, attr)
-            sparse = BlockSparseLinear.from_linear(lin, kk, fmt, parallel).train(lin.training)
+            sparse = BlockSparseLinear.from_linear(lin, s.k, s.fmt, parallel, structure=s).train(lin.training)
             originals[name], swapped[name] = (owner, attr, lin), sparse
             setattr(owner, attr, sparse)
         yield swapped
