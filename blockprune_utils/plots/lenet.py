@@ -82,7 +82,7 @@ def pick_rounds(df: pd.DataFrame, targets: Sequence[float], variant: str = "bloc
     return {t: nearest_round(df, t, variant) for t in targets}
 
 
-def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.028), ax=None):
+def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.029), ax=None):
     """Test accuracy against block size k at a few fixed densities (the nearest round)."""
     block = _with_density(df[df["variant"] == "block"])
     rounds = pick_rounds(df, targets)

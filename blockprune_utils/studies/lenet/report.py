@@ -12,7 +12,7 @@ import pandas as pd
 from ...infra.figures import save_table
 from .config import DATASETS, PROFILES, lenet_profile
 from .study import authors_frame, cached_frame
-from .summary import compact_summary, summary_table
+from .summary import KEY_DENSITIES, compact_summary, summary_table
 
 SOURCE = "blockprune_utils/studies/lenet/report.py"
 
@@ -31,7 +31,8 @@ def write_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
                device=", ".join(sorted(df["device"].dropna().unique())) if len(df) else "", source=SOURCE,
                profile=profile, runs=runs,
                caption=f"LeNet-300-100 test accuracy (%, mean ± sd over seeds, number of seeds in brackets) of the "
-                       f"dense baseline and, at the pruning rounds nearest 8.7% and 2.8% total density, of the dense "
+                       f"dense baseline and, at the pruning rounds nearest "
+                       f"{' and '.join(f'{100 * d:.1f}%' for d in KEY_DENSITIES)} total density, of the dense "
                        f"control (the baseline retrained for the same epochs, no pruning), block pruning, the random "
                        f"block masks (retrained / from scratch) and the authors' set-up "
                        f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0).  The CSV has every "
