@@ -2,11 +2,18 @@
 from __future__ import annotations
 
 import base64
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import nbformat
+import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 from blockprune_utils.book import build_book, math_to_mathml, remote_urls
+
+REPO = Path(__file__).resolve().parent.parent
 
 # a 1x1 PNG
 PNG = base64.b64encode(bytes.fromhex(
@@ -65,3 +72,25 @@ def test_math_left_alone_in_code():
     out = math_to_mathml(html)
     assert out.count("<math") == 2 and "<pre>$b$</pre>" in out and "<code>$c$</code>" in out
     assert out.startswith('<h2 id="a-$k$-tile">A <math')  # attributes stay as they are
+
+
+@pytest.mark.notebook
+def test_book_in_a_clean_clone_leaves_the_committed_figures_alone(tmp_path, data_dir):
+    """The book executes notebooks in the quick profile from a fresh clone with the
+    default folders: afterwards the clone is unchanged, and the page cites the full run's
+    committed figures and table."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(REPO), str(clone)], check=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("FIGURES_DIR", "QUICK_FIGURES_DIR", "RESULTS_DIR")}
+    env.update(PYTHONPATH=str(clone), DATA_DIR=str(data_dir), MPLBACKEND="Agg")
+    page_name = "01_lenet_mnist-mnist.ipynb"
+    code = ("from blockprune_utils.book import PAGES, build_book; "
+            f"build_book('build/notebooks', 'build/book', pages=[p for p in PAGES if p[0] == {page_name!r}])")
+    subprocess.run([sys.executable, "-c", code], cwd=clone, env=env, check=True, timeout=900, capture_output=True)
+    status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=clone, capture_output=True,
+                            text=True, check=True).stdout
+    assert status == "", f"the book changed the clone:\n{status}"
+    assert list((clone / "build" / "figures-quick").glob("lenet_mnist_*.png"))  # the quick run's own figures
+    page = (clone / "build" / "book" / "01_lenet_mnist-mnist.html").read_text()
+    assert "lenet_mnist_acc_vs_density" in page and "paper profile" in page  # the committed full-run figures
+    assert "figures/lenet_summary.csv" in page  # and the committed summary table in the body

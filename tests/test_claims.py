@@ -113,3 +113,18 @@ def test_speed_cache_and_cifar(tmp_path, accs, status):
     assert t.loc["BSR uses the cache better than CSR", "status"] == SUPPORTED
     cifar = t.loc[[c for c in t.index if "CIFAR" in c][0]]
     assert cifar["status"] == status and "cifar_cpu_experiment_a" in cifar["this study"]
+
+
+def test_cifar_sentence_makes_no_claim_from_chance_or_a_quick_run():
+    from blockprune_utils.studies.cifar import export, report
+
+    def rows(a0, a1):
+        return pd.DataFrame({"experiment": "A", "k": 2, "round": [0, 0, 2, 2], "seed": [0, 1] * 2,
+                             "test_acc": [a0, a0, a1 - 0.01, a1 + 0.01], "test_acc_best_epoch": a1,
+                             "density": [1.0, 1.0, 0.64, 0.64], "n_test": 2000})
+    chance = report.authors_sentence({"cpu": export.StudyResult(rows(0.10, 0.15), profile="cpu")})
+    assert "no claim" in chance and "a gain" not in chance
+    quick = report.authors_sentence({"quick": export.StudyResult(rows(0.50, 0.60), profile="quick")})
+    assert "no claim" in quick and "a gain" not in quick
+    real = report.authors_sentence({"cpu": export.StudyResult(rows(0.50, 0.60), profile="cpu")})
+    assert "a gain, like the authors'" in real

@@ -60,3 +60,43 @@ def test_a_quick_figure_never_replaces_a_full_runs(folders, tmp_path):
     assert (full / "demo.png").read_bytes() == before
     assert json.loads((other / "demo.json").read_text())["profile"] == "paper"
     _save("paper", out_dir=other)  # a full run may replace a full run
+
+
+def test_the_readme_quotes_the_sidecars_of_the_committed_figures():
+    """The README's state of figures/ names exactly the profiles, sources and commits
+    that the committed sidecars name."""
+    from blockprune_utils.infra.figures import STATE_BEGIN, readme_with_state
+    from blockprune_utils.infra.paths import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    assert STATE_BEGIN in readme
+    assert readme == readme_with_state(readme, REPO_ROOT / "figures"), (
+        "README.md's state of figures/ differs from the sidecars: refresh it with "
+        "blockprune_utils.infra.figures.readme_with_state")
+
+
+def test_committed_figures_are_redrawn_from_their_tables(tmp_path):
+    """Sensitivity and break-even figures re-drawn from the committed CSVs keep their
+    provenance; "never" and "not measured" read apart in the break-even table."""
+    import shutil
+
+    from blockprune_utils.infra.paths import REPO_ROOT
+    from blockprune_utils.plots.rerender import main, rerender
+
+    for name in ("lenet_summary", "lenet_mnist_sensitivity", "bsr_break_even"):
+        for ext in ("csv", "json"):
+            shutil.copy(REPO_ROOT / "figures" / f"{name}.{ext}", tmp_path)
+    old = json.loads((tmp_path / "bsr_break_even.json").read_text())
+    for name in ("lenet_mnist_sensitivity", "bsr_break_even"):
+        assert rerender(name, tmp_path).exists()
+        meta = json.loads((tmp_path / f"{name}.json").read_text())
+        assert "re-drawn from" in meta["source"] and meta["profile"] == "paper" and meta["run_commits"]
+    meta = json.loads((tmp_path / "bsr_break_even.json").read_text())
+    assert meta["run_commits"] == old["run_commits"] and "never" in meta["caption"]
+    be = pd.read_csv(tmp_path / "bsr_break_even.csv")
+    never = be[be["status"] == "never"]
+    assert len(never) and (never["label"] == "never").all() and never["break_even"].isna().all()
+    assert set(be["status"]) <= {"pays", "always", "never", "not measured"}
+    assert len(be) == be["format"].nunique() * be["k"].nunique() * be["batch"].nunique()
+    with pytest.raises(ValueError, match="cannot be re-drawn"):
+        main(["lenet_mnist_weights", "--folder", str(tmp_path)])

@@ -183,3 +183,40 @@ def write_index(out_dir=None) -> Path:
     path = out / "README.md"
     atomic_write_text(path, "\n".join(lines))
     return path
+
+
+STATE_BEGIN, STATE_END = "<!-- state of figures: begin -->", "<!-- state of figures: end -->"
+
+
+def figures_state(folder=None) -> str:
+    """The provenance of the committed figures, one Markdown line per group of names
+    (``lenet_*``, ``bsr_*``, ``cifar_*``): profiles, sources, devices, the commits the
+    figures were rendered at and the commits their result rows were made at, all read
+    from the sidecars (the README quotes it; a test keeps the two equal)."""
+    out = Path(folder) if folder is not None else figures_dir()
+    groups: dict[str, list[dict]] = {}
+    for side in sorted(out.glob("*.json")):
+        meta = json.loads(side.read_text())
+        groups.setdefault(meta["name"].split("_")[0], []).append(meta)
+
+    def values(metas, key):
+        found = set()
+        for m in metas:
+            v = m.get(key)
+            found.update(v if isinstance(v, list) else [v] if v else [])
+        return sorted(str(v) for v in found)
+
+    lines = []
+    for group, metas in groups.items():
+        tick = lambda vs: ", ".join(f"`{v}`" for v in vs)
+        lines.append(f"- `{group}_*` ({len(metas)} figures and tables): {', '.join(values(metas, 'profile'))} profile; "
+                     f"made by {tick(values(metas, 'source'))}; device {'; '.join(values(metas, 'device'))}; rendered at "
+                     f"commit {tick(values(metas, 'commit'))}; result rows made at commit "
+                     f"{tick(values(metas, 'run_commits')) or 'the same'}.")
+    return "\n".join(lines)
+
+
+def readme_with_state(readme: str, folder=None) -> str:
+    """``readme`` with the text between the state-of-figures markers replaced by :func:`figures_state`."""
+    start, end = readme.index(STATE_BEGIN) + len(STATE_BEGIN), readme.index(STATE_END)
+    return readme[:start] + "\n" + figures_state(folder) + "\n" + readme[end:]

@@ -26,14 +26,25 @@ VARIANT_LABELS = {
 }
 
 
-def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+def baseline_of(df: pd.DataFrame, metric: str = "test_acc") -> tuple[float, float] | None:
+    """The dense baseline's mean and sd over seeds, in percent (None without baseline rows)."""
     base = df.loc[df["variant"] == "baseline", metric] * 100
     if base.empty:
+        return None
+    return float(base.mean()), float(base.std() if len(base) > 1 else 0.0)
+
+
+def _baseline_line(ax, baseline: tuple[float, float] | None) -> None:
+    if baseline is None:
         return
-    m, s = base.mean(), (base.std() if len(base) > 1 else 0.0)
+    m, s = baseline
     ax.axhline(m, color="0.3", ls="--", lw=1, label=f"dense baseline ({m:.2f}%)")
     if s > 0:
         ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
+
+
+def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+    _baseline_line(ax, baseline_of(df, metric))
 
 
 def _dense_control_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
@@ -146,8 +157,8 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
     to a common height (fc3 is 10 x 100)."""
     ks = sorted(weights["k"].unique())
     panels = list(LAYERS) + ["zoom"]
-    fig, axes = plt.subplots(len(ks), 4, figsize=(16, 2.2 * max(len(ks), 1) + 0.9), squeeze=False,
-                             gridspec_kw={"width_ratios": [784, 300, 150, 110]})
+    fig, axes = plt.subplots(len(ks), 4, figsize=(16, 2.4 * max(len(ks), 1) + 0.9), squeeze=False,
+                             gridspec_kw={"width_ratios": [784, 300, 170, 170]})
     for i, k in enumerate(ks):
         wk = weights[weights["k"] == k]
         for j, name in enumerate(panels):
@@ -164,7 +175,7 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
             ax.set_yticks([])
             dens = img.mean() if name == "zoom" else len(wl) / (shape[0] * shape[1])
             label = f"fc1 zoom [:{zoom}, {zoom_col}:{zoom_col + zoom}]" if name == "zoom" else f"{name} {shape[0]}x{shape[1]}"
-            ax.set_title(f"{label}: {100 * dens:.1f}% kept", fontsize=11)
+            ax.set_title(f"{label}\n{100 * dens:.1f}% kept", fontsize=10)  # two lines: the narrow panels' titles fit
             if j == 0:
                 ax.set_ylabel(f"k = {k}", fontsize=12)
     fig.suptitle(title or "pruned weight matrices (black = kept weight)")
@@ -176,26 +187,44 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
 
 
 def sensitivity(df: pd.DataFrame):
-    """Test accuracy when only one layer is pruned (no retraining), per layer and k."""
+    """Test accuracy when only one layer is pruned (no retraining), per layer and k:
+    the table of the sensitivity rows, drawn by :func:`draw_sensitivity`."""
     sub = df[df["variant"] == "sensitivity"].copy()
     sub["acc"] = sub["test_acc"] * 100
     sub = sub.assign(k=sub["k"].astype(int))
-    fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.3 * len(LAYERS), 3.6), sharey=True)
-    palette = sns.color_palette("viridis", n_colors=sub["k"].nunique())
-    for ax, name in zip(axes, LAYERS):
-        rows = sub[sub["layer"] == name]
-        sns.lineplot(data=rows, x="target_density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
-                     errorbar="sd", ax=ax, legend=name == LAYERS[-1])
-        _baseline_band(ax, df)
-        density_axis(ax, sub["target_density"].min(), sub["target_density"].max(), label=f"{name} density")
-        ax.set_title(f"only {name} pruned (no retraining)")
-        ax.set_ylabel("test accuracy (%)")
-    if axes[-1].get_legend() is not None:  # outside the panels, so no curve is covered
-        axes[-1].legend(title="k", fontsize=9, title_fontsize=10, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
     table = sub.groupby(["layer", "k", "target_density"]).agg(acc_mean=("acc", "mean"), acc_sd=("acc", "std"),
                                                               n_seeds=("seed", "nunique")).reset_index()
-    return fig, table
+    return draw_sensitivity(table, baseline_of(df)), table
+
+
+# Fewer ticks than the other density axes: three panels share the width.
+SENSITIVITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01)
+
+
+def draw_sensitivity(table: pd.DataFrame, baseline: tuple[float, float] | None = None):
+    """One panel per layer: accuracy (mean ± sd over seeds, from ``table``) against the
+    density that layer alone was pruned to, one line per k; ``baseline``: the dense
+    baseline's (mean, sd) in percent."""
+    ks = sorted(int(k) for k in table["k"].unique())
+    fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.6 * len(LAYERS), 3.8), sharey=True)
+    palette = dict(zip(ks, sns.color_palette("viridis", n_colors=len(ks))))
+    for ax, name in zip(axes, LAYERS):
+        rows = table[table["layer"] == name]
+        for k in ks:
+            g = rows[rows["k"] == k].sort_values("target_density")
+            ax.plot(g["target_density"], g["acc_mean"], marker="o", markersize=4, color=palette[k], label=str(k))
+            sd = g["acc_sd"].fillna(0)
+            ax.fill_between(g["target_density"], g["acc_mean"] - sd, g["acc_mean"] + sd, color=palette[k], alpha=0.15,
+                            lw=0)
+        _baseline_line(ax, baseline)
+        density_axis(ax, table["target_density"].min(), table["target_density"].max(), label=f"{name} density",
+                     ticks=SENSITIVITY_TICKS)
+        ax.set_title(f"only {name} pruned (no retraining)", fontsize=11)
+        ax.set_ylabel("test accuracy (%)")
+    # outside the panels, so no curve is covered
+    axes[-1].legend(title="k", fontsize=9, title_fontsize=10, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 def schedule_scan(df: pd.DataFrame):
