@@ -185,6 +185,7 @@ def write_index(out_dir=None) -> Path:
     return path
 
 
+REDRAWN = " (re-drawn from "  # a sidecar's source says so when a figure was re-drawn from its table
 STATE_BEGIN, STATE_END = "<!-- state of figures: begin -->", "<!-- state of figures: end -->"
 
 
@@ -209,10 +210,13 @@ def figures_state(folder=None) -> str:
     lines = []
     for group, metas in groups.items():
         tick = lambda vs: ", ".join(f"`{v}`" for v in vs)
+        sources = sorted({m["source"].split(REDRAWN)[0] for m in metas})
+        redrawn = [m["name"] for m in metas if REDRAWN in m["source"]]
         lines.append(f"- `{group}_*` ({len(metas)} figures and tables): {', '.join(values(metas, 'profile'))} profile; "
-                     f"made by {tick(values(metas, 'source'))}; device {'; '.join(values(metas, 'device'))}; rendered at "
-                     f"commit {tick(values(metas, 'commit'))}; result rows made at commit "
-                     f"{tick(values(metas, 'run_commits')) or 'the same'}.")
+                     f"made by {tick(sources)}" + (f" ({tick(redrawn)} re-drawn from their committed tables)"
+                                                   if redrawn else "")
+                     + f"; device {'; '.join(values(metas, 'device'))}; rendered at commit {tick(values(metas, 'commit'))};"
+                     f" result rows made at commit {tick(values(metas, 'run_commits')) or 'the same'}.")
     return "\n".join(lines)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..infra.figures import save_figure
+from ..infra.figures import REDRAWN, save_figure
 from ..infra.paths import figures_dir
 
 
@@ -62,11 +62,11 @@ def rerender(name: str, folder=None) -> Path:
     fig, table, caption = fn(name, pd.read_csv(csv), folder)
     commits, devices = meta.get("run_commits") or [], meta.get("run_devices") or []
     runs = pd.DataFrame({"commit": pd.Series(commits, dtype=object), "device": pd.Series(devices, dtype=object)})
-    source = meta["source"].split(" (re-drawn")[0]
+    source = meta["source"].split(REDRAWN)[0]
     try:
         return save_figure(fig, name, caption=caption or meta["caption"], data=table, dataset=meta["dataset"],
                            seeds=meta["seeds"], device=meta["device"], profile=meta["profile"], runs=runs,
-                           source=f"{source} (re-drawn from {name}.csv by blockprune_utils.plots.rerender)",
+                           source=f"{source}{REDRAWN}{name}.csv by blockprune_utils.plots.rerender)",
                            out_dir=folder)
     finally:
         plt.close(fig)
