@@ -83,16 +83,21 @@ def test_committed_figures_are_redrawn_from_their_tables(tmp_path):
     from blockprune_utils.infra.paths import REPO_ROOT
     from blockprune_utils.plots.rerender import main, rerender
 
-    for name in ("lenet_summary", "lenet_mnist_sensitivity", "bsr_break_even"):
+    names = ("lenet_summary", "lenet_mnist_sensitivity", "lenet_mnist_acc_vs_k", "bsr_break_even")
+    for name in names:
         for ext in ("csv", "json"):
             shutil.copy(REPO_ROOT / "figures" / f"{name}.{ext}", tmp_path)
     old = json.loads((tmp_path / "bsr_break_even.json").read_text())
-    for name in ("lenet_mnist_sensitivity", "bsr_break_even"):
+    old_summary = json.loads((tmp_path / "lenet_summary.json").read_text())
+    for name in names:
         assert rerender(name, tmp_path).exists()
         meta = json.loads((tmp_path / f"{name}.json").read_text())
         assert "re-drawn from" in meta["source"] and meta["profile"] == "paper" and meta["run_commits"]
     meta = json.loads((tmp_path / "bsr_break_even.json").read_text())
     assert meta["run_commits"] == old["run_commits"] and "never" in meta["caption"]
+    summary = json.loads((tmp_path / "lenet_summary.json").read_text())
+    assert summary["markdown"] == old_summary["markdown"] and "2.9%" in summary["caption"]
+    assert "2.9%" in json.loads((tmp_path / "lenet_mnist_acc_vs_k.json").read_text())["caption"]
     be = pd.read_csv(tmp_path / "bsr_break_even.csv")
     never = be[be["status"] == "never"]
     assert len(never) and (never["label"] == "never").all() and never["break_even"].isna().all()

@@ -47,17 +47,27 @@ def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
     _baseline_line(ax, baseline_of(df, metric))
 
 
-def _dense_control_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
-    """The dense network retrained as long as the pruned ones (last round): mean ± sd."""
+def dense_control_of(df: pd.DataFrame, metric: str = "test_acc") -> tuple[float, float, int] | None:
+    """The dense control at its last round (the dense network retrained as long as the
+    pruned ones): mean and sd over seeds in percent, and its extra epochs."""
     ctrl = df[df["variant"] == "dense_control"]
     if ctrl.empty:
-        return
+        return None
     last = ctrl[ctrl["round"] == ctrl["round"].max()][metric] * 100
-    m, s = last.mean(), (last.std() if len(last) > 1 else 0.0)
-    epochs = int(ctrl.groupby("seed")["epochs"].sum().iloc[0])
+    return float(last.mean()), float(last.std() if len(last) > 1 else 0.0), int(ctrl.groupby("seed")["epochs"].sum().iloc[0])
+
+
+def _dense_control_line(ax, control: tuple[float, float, int] | None) -> None:
+    if control is None:
+        return
+    m, s, epochs = control
     ax.axhline(m, color="tab:green", ls=":", lw=1.2, label=f"dense, +{epochs} epochs (equal training, {m:.2f}%)")
     if s > 0:
         ax.axhspan(m - s, m + s, color="tab:green", alpha=0.12, lw=0)
+
+
+def _dense_control_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+    _dense_control_line(ax, dense_control_of(df, metric))
 
 
 def _with_density(df: pd.DataFrame) -> pd.DataFrame:
@@ -94,7 +104,8 @@ def pick_rounds(df: pd.DataFrame, targets: Sequence[float], variant: str = "bloc
 
 
 def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.029), ax=None):
-    """Test accuracy against block size k at a few fixed densities (the nearest round)."""
+    """Test accuracy against block size k at a few fixed densities (the nearest round):
+    the table of those rounds, drawn by :func:`draw_accuracy_vs_k`."""
     block = _with_density(df[df["variant"] == "block"])
     rounds = pick_rounds(df, targets)
     parts = []
@@ -104,18 +115,36 @@ def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.02
         rows["at"] = f"~{100 * rows['density'].mean():.1f}% (round {r})"
         parts.append(rows)
     sub = pd.concat(parts, ignore_index=True).drop_duplicates(["k", "round", "seed"])
+    table = sub.groupby(["at", "round", "k"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
+                                                 acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
+    return draw_accuracy_vs_k(table, baseline_of(df), dense_control_of(df), ax=ax), table
+
+
+def draw_accuracy_vs_k(table: pd.DataFrame, baseline=None, control=None, ax=None):
+    """One line per density (``table``: at, round, k, acc_mean, acc_sd), with the dense
+    baseline's and the dense control's bands."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.2))
-    sns.lineplot(data=sub, x="k", y="acc", hue="at", marker="o", errorbar="sd", ax=ax, palette="rocket")
-    _baseline_band(ax, df)
-    _dense_control_band(ax, df)
-    ax.set_xticks(sorted(sub["k"].unique()))
+    order = table.sort_values("round")["at"].drop_duplicates().tolist()
+    for at, color in zip(order, sns.color_palette("rocket", n_colors=len(order))):
+        g = table[table["at"] == at].sort_values("k")
+        ax.plot(g["k"], g["acc_mean"], marker="o", color=color, label=at)
+        sd = g["acc_sd"].fillna(0)
+        ax.fill_between(g["k"], g["acc_mean"] - sd, g["acc_mean"] + sd, color=color, alpha=0.2, lw=0)
+    _baseline_line(ax, baseline)
+    _dense_control_line(ax, control)
+    ax.set_xticks(sorted(table["k"].unique()))
     ax.set_xlabel("block size k (1 = fine-grained)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs block size at fixed density")
     ax.legend(title="density", fontsize=8, title_fontsize=9)
-    table = sub.groupby(["at", "round", "k"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
-                                                 acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
-    return fig, table
+    return fig
+
+
+def accuracy_vs_k_caption(dataset: str, table: pd.DataFrame, seeds) -> str:
+    """Caption of an accuracy-vs-k figure, from its table."""
+    at = table.sort_values("round")["at"].drop_duplicates().str.replace("~", "")
+    return (f"LeNet-300-100 on {dataset}: test accuracy vs block size k at the pruning rounds nearest 10%, 5% and "
+            f"{min(table['density']) * 100:.1f}% total density ({', '.join(at)}); mean ± sd over seeds {list(seeds)}.")
 
 
 def random_controls(df: pd.DataFrame, ks: Sequence[int] | None = None):
