@@ -19,6 +19,7 @@ run resumes.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -72,6 +73,38 @@ def restore(ckpt: Mapping, model: nn.Module, pruner: BlockPruner | None = None,
     return model
 
 
+def _copy_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    if generator is None:
+        return None
+    twin = torch.Generator(device=generator.device)
+    twin.set_state(generator.get_state())
+    return twin
+
+
+def load_restored(store: ResultStore, run_key: Mapping, model: nn.Module, pruner: BlockPruner | None = None,
+                  generator: torch.Generator | None = None,
+                  check: Callable[[Mapping, BlockPruner | None], None] | None = None) -> Mapping | None:
+    """The run's checkpoint loaded into ``model`` (and the pruner and generator), or
+    None when there is none or it cannot be used.  The checkpoint is first restored
+    into copies (then ``check(checkpoint, restored pruner copy)`` may raise) inside the store's guarded read, so one of
+    the wrong content (no ``model``, another network's shapes, a pruner of another k)
+    is moved aside with a warning and leaves ``model`` as it was."""
+    def trial(ck):
+        if not isinstance(ck, Mapping) or "model" not in ck or "round" not in ck:
+            have = sorted(ck) if isinstance(ck, Mapping) else type(ck).__name__
+            raise ValueError(f"not a study checkpoint (has {have}; needs 'round' and 'model')")
+        twin = copy.deepcopy(pruner)
+        restore(ck, copy.deepcopy(model), twin, _copy_generator(generator))
+        if check is not None:
+            check(ck, twin)
+        return ck
+
+    ckpt = store.load_checkpoint(run_key, use=trial)
+    if ckpt is not None:
+        restore(ckpt, model, pruner, generator)
+    return ckpt
+
+
 @dataclass
 class RoundsRun:
     """A resumable prune -> retrain run: ``rounds`` rounds, the row of round r stored
@@ -110,9 +143,15 @@ def resumable_rounds(run: RoundsRun, model: nn.Module, pruner: BlockPruner,
     ``proceed(r)``, asked before round r, can stop the run early; it resumes later."""
     if run.done():
         return 0
-    ckpt = run.store.load_checkpoint(run.run_key)
+    def check(ck, restored: BlockPruner):
+        if not isinstance(ck["round"], int) or not 1 <= ck["round"] <= run.rounds:
+            raise ValueError(f"round {ck['round']!r} is outside this run's rounds 1..{run.rounds}")
+        if restored.round != ck["round"]:
+            raise ValueError(f"its pruner is at round {restored.round}, the checkpoint says round {ck['round']}")
+        run.store.schema.make(run.keys[ck["round"] - 1], ck["row"], run.prov, run.store.hash)
+
+    ckpt = load_restored(run.store, run.run_key, model, pruner, generator, check)
     if ckpt is not None:
-        restore(ckpt, model, pruner, generator)
         if not run.store.has(run.keys[ckpt["round"] - 1]):  # killed between checkpoint and row
             run.store.put(run.keys[ckpt["round"] - 1], ckpt["row"], run.prov)
     start = pruner.round

@@ -30,6 +30,11 @@ SCHEMA = Schema(
     values=("test_acc", "val_acc", "test_acc_pruned", "target_density",
             *(f"density_{n}" for n in LAYERS), "density_total", *(f"blocks_{n}" for n in LAYERS),
             "epochs", "train_loss", "wall_s", "profile", "authors"),
+    types=(*((c, str) for c in ("dataset", "variant", "layer", "setting", "profile")),
+           *((c, int) for c in ("k", "round", "seed", "epochs", *(f"blocks_{n}" for n in LAYERS))),
+           *((c, float) for c in ("test_acc", "val_acc", "test_acc_pruned", "target_density", "density_total",
+                                  *(f"density_{n}" for n in LAYERS), "train_loss", "wall_s")),
+           ("authors", bool)),
 )
 """One row per (dataset, variant, k, round, seed, layer, setting).  ``variant``:
 

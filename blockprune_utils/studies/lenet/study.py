@@ -176,15 +176,18 @@ def pruned_lenet(dataset: str, k: int, round: int, seed: int = 0, profile: str =
     store = open_store(STUDY, cfg, SCHEMA, results_root)
     if store is None:
         return None
+    def load(run_key):  # (round, model), restored inside the store's guarded read
+        return store.load_checkpoint(run_key, use=lambda ck: (ck["round"], restore(ck, new_model(cfg, 0))))
+
     if round == 0:
-        ck = store.load_checkpoint({"dataset": dataset, "seed": int(seed), "variant": "baseline"})
+        got = load({"dataset": dataset, "seed": int(seed), "variant": "baseline"})
     else:
         run_key = {"dataset": dataset, "k": int(k), "seed": int(seed), "variant": "block", "setting": "default"}
-        ck = store.load_checkpoint({**run_key, "round": int(round), "kind": "snapshot"})
-        if ck is None:
-            last = store.load_checkpoint(run_key)
-            ck = last if last is not None and last["round"] == round else None
-    return None if ck is None else restore(ck, new_model(cfg, 0))
+        got = load({**run_key, "round": int(round), "kind": "snapshot"})
+        if got is None:
+            got = load(run_key)
+            got = got if got is not None and got[0] == round else None
+    return None if got is None else got[1]
 
 
 def weight_frame(dataset: str, ks: Sequence[int], round: int, seed: int = 0, profile: str = "paper",
