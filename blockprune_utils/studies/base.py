@@ -31,6 +31,43 @@ from ..masks import compact_state_dict, load_masked_state_dict
 from ..schedule import BlockPruner, prune_retrain
 
 
+class UnknownName(KeyError, ValueError):
+    """A name that is not in a table (a KeyError and a ValueError), with a readable message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ProfileTable(dict):
+    """A study's profiles by name; looking up an unknown name raises
+    :class:`UnknownName` naming the allowed ones (``table["nope"]`` as a notebook
+    parameter gives a clear error)."""
+
+    def __init__(self, entries: Mapping[str, Any], kind: str = "profile"):
+        super().__init__(entries)
+        self.kind = kind
+
+    def __missing__(self, name):
+        raise UnknownName(f"unknown {self.kind} {name!r}; choose one of {sorted(self)}")
+
+
+def check_axis(name: str, values, minimum: int | None = None, maximum: int | None = None, why: str = "") -> tuple:
+    """``values`` of a sweep axis of whole numbers as a tuple, checked: not empty, no
+    repeats, each in ``minimum..maximum`` (``why`` says what the limit is)."""
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one value")
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)
+           or (minimum is not None and v < minimum) or (maximum is not None and v > maximum)]
+    if bad:
+        allowed = f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None else f"{minimum}..{maximum}"
+        raise ValueError(f"{name} {bad} not allowed: each must be a whole number in {allowed}{why}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} {list(values)} repeats {repeated}: give each value once")
+    return values
+
+
 def get_profile(table: Mapping[str, Any], profile, kind: str = "profile"):
     """``table[profile]`` (or ``profile`` itself when it is already a profile object)."""
     if not isinstance(profile, str):

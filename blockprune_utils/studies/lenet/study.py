@@ -20,19 +20,27 @@ from ...infra.provenance import git_commit
 from ...infra.store import open_store
 from ...models import LeNet300100
 from ...train import TrainConfig
-from ..base import Task, restore
+from ..base import Task, check_axis, restore
 from .config import LAYERS, SCHEMA, STUDY, VARIANTS, Profile, RunConfig, authors_configs, lenet_profile, run_config
 from .runs import key, new_model, store_for, task
 from .summary import select_rows
 
+# The largest block size: a larger block would cover the whole of fc3 (10 x 100), so
+# its 10% rate would never prune it.
+MAX_K = 10
+
 
 def _axes(prof: Profile, ks, seeds, variants):
-    ks = tuple(prof.ks if ks is None else ks)
-    seeds = tuple(prof.seeds if seeds is None else seeds)
+    """The sweep axes (the profile's where None), checked before any work."""
+    ks = check_axis("ks", prof.ks if ks is None else ks, 1, MAX_K,
+                    " (a larger block would cover all of layer fc3, 10 x 100, which then is never pruned)")
+    seeds = check_axis("seeds", prof.seeds if seeds is None else seeds, 0)
     variants = tuple(prof.variants if variants is None else variants)
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"variants {list(variants)} repeat a value: give each once")
     return ks, seeds, variants
 
 
