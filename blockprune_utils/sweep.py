@@ -59,10 +59,14 @@ def lenet_main(argv) -> int:
     parser.add_argument("--workers", type=workers_count, default=default_workers(),
                         help="local worker processes, one thread each (default: one per core); 1 = in this process")
     parser.add_argument("--scheduler", help="address (tcp://host:port) or scheduler file of a running Dask cluster")
+    parser.add_argument("--worker-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="give up when no Dask worker has joined after this long (default: 120)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
     try:  # every argument checked before any work
+        if not args.worker_timeout > 0:
+            raise ValueError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
         if args.scheduler is not None:
             check_scheduler(args.scheduler)
         todo = tasks(args.profile, args.dataset, args.ks, args.seeds, args.variants, authors=args.authors,
@@ -73,7 +77,7 @@ def lenet_main(argv) -> int:
     print(f"lenet {' '.join(args.dataset)} profile={args.profile}: {len(todo)} tasks to run on {where}", flush=True)
     if todo:
         run_tasks(todo, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
-                  desc=f"lenet {args.profile}")
+                  desc=f"lenet {args.profile}", worker_timeout=args.worker_timeout)
     for ds in args.dataset:
         store = store_for(run_config(args.profile, ds, args.authors))
         print(f"lenet {ds}: {len(store.rows())} rows in {store.dir}")
