@@ -27,6 +27,10 @@ def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+class SweepError(RuntimeError):
+    """Tasks failed or did not finish (the message says which, and why); finished rows are kept."""
+
+
 def check_workers(workers) -> int | None:
     """``workers`` if it is a whole number >= 1 (or None: one per core)."""
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
@@ -122,7 +126,7 @@ def _run_here(ordered: list[Task], total: float, desc: str, progress: bool) -> d
 def _raise_failures(failed: dict, n: int) -> None:
     if failed:
         lines = "\n".join(f"  {name}: {type(err).__name__}: {err}" for name, err in sorted(failed.items()))
-        raise RuntimeError(f"{len(failed)} of {n} tasks failed (finished rows are kept; rerun to retry):\n{lines}")
+        raise SweepError(f"{len(failed)} of {n} tasks failed (finished rows are kept; rerun to retry):\n{lines}")
 
 
 def run_tasks(tasks: Sequence[Task], *, workers: int | None = None, scheduler: str | None = None,
@@ -134,9 +138,10 @@ def run_tasks(tasks: Sequence[Task], *, workers: int | None = None, scheduler: s
     processes on this machine (default: one per core); ``workers=1`` runs the tasks
     here, in order, without Dask.  One progress bar counts finished runs, weighted
     by their cost; failures are collected and raised together at the end (the other
-    tasks still finish; a task whose dependency failed is not run).  When no worker
-    has joined after ``worker_timeout`` seconds, or the scheduler is lost, a
-    RuntimeError says so, with the scheduler's address."""
+    tasks still finish; a task whose dependency failed is not run) as a
+    :class:`SweepError`.  When no worker has joined after ``worker_timeout`` seconds,
+    or the scheduler cannot be reached or is lost, a :class:`SweepError` says so, with
+    the scheduler's address."""
     check_workers(workers)
     address = None if scheduler is None else check_scheduler(scheduler)
     ordered = topological(tasks)
@@ -157,13 +162,13 @@ def run_tasks(tasks: Sequence[Task], *, workers: int | None = None, scheduler: s
         try:
             client = Client(address, timeout=worker_timeout)
         except (OSError, TimeoutError) as err:
-            raise RuntimeError(f"cannot reach the Dask scheduler at {address}: {type(err).__name__}: {err}") from None
+            raise SweepError(f"cannot reach the Dask scheduler at {address}: {type(err).__name__}: {err}") from None
     address = client.scheduler.address
     try:
         try:
             client.wait_for_workers(1, timeout=worker_timeout)
         except TimeoutError:
-            raise RuntimeError(f"no Dask worker joined the scheduler at {address} within {worker_timeout:g} s: start "
+            raise SweepError(f"no Dask worker joined the scheduler at {address} within {worker_timeout:g} s: start "
                                f"workers for it (dask worker {address}), or run without --scheduler") from None
         return _run_on(client, address, ordered, total, desc, progress, as_completed)
     finally:
@@ -195,7 +200,7 @@ def _run_on(client, address: str, ordered: list[Task], total: float, desc: str, 
             bar.update(round(costs[name], 1))
     if cancelled:
         state = "lost the connection to" if client.status != "running" else "was cancelled by"
-        raise RuntimeError(f"{state} the Dask scheduler at {address}: {len(cancelled)} of {len(futures)} tasks did not "
+        raise SweepError(f"{state} the Dask scheduler at {address}: {len(cancelled)} of {len(futures)} tasks did not "
                            f"finish ({len(failed)} failed); finished rows are kept, rerun to resume")
     _raise_failures(failed, len(futures))
     return results

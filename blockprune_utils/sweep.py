@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-from .engine import check_scheduler, default_workers, run_tasks
+from .engine import SweepError, check_scheduler, default_workers, run_tasks
 from .infra.paths import data_dir, results_dir
 from .studies.cifar import cli as cifar_cli
 from .studies.lenet import DATASETS, PROFILES, VARIANTS, run_config, store_for, tasks
@@ -76,8 +76,12 @@ def lenet_main(argv) -> int:
     where = args.scheduler or (f"{args.workers} local workers" if args.workers > 1 else "this process")
     print(f"lenet {' '.join(args.dataset)} profile={args.profile}: {len(todo)} tasks to run on {where}", flush=True)
     if todo:
-        run_tasks(todo, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
-                  desc=f"lenet {args.profile}", worker_timeout=args.worker_timeout)
+        try:
+            run_tasks(todo, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+                      desc=f"lenet {args.profile}", worker_timeout=args.worker_timeout)
+        except SweepError as err:
+            print(f"lenet: {err}", file=sys.stderr)
+            return 1
     for ds in args.dataset:
         store = store_for(run_config(args.profile, ds, args.authors))
         print(f"lenet {ds}: {len(store.rows())} rows in {store.dir}")

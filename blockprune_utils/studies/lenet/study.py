@@ -133,6 +133,8 @@ def tasks(profile: str | Profile = "paper", datasets: Sequence[str] = ("mnist",)
     with the others; one configuration per retraining budget)."""
     prof = lenet_profile(profile)
     ks, seeds, variants = _axes(prof, ks, seeds, variants)
+    if len(set(datasets)) != len(tuple(datasets)):
+        raise ValueError(f"datasets {list(datasets)} repeat a value: give each once")
     common = {"results_root": None if results_root is None else str(results_root),
               "data_root": None if data_root is None else str(data_root), "commit": commit or git_commit()}
     out: list[Task] = []
