@@ -502,3 +502,13 @@ def test_zero_size_layer_is_refused():
     model[0].weight = nn.Parameter(torch.zeros(0, 4))
     with pytest.raises(ValueError, match=r"holds no blocks \(the layer's weight has a zero dimension\)"):
         BlockPruner(2, {"0": 0.5}).step(model)
+
+
+def test_lenet_checkpoint_without_a_model_is_set_aside(tmp_path):
+    cfg = L.run_config("quick", "mnist")
+    store = L.store_for(cfg, tmp_path)
+    run_key = {"dataset": "mnist", "seed": 0, "variant": "baseline"}
+    store.save_checkpoint(run_key, {"round": 0, "row": None})
+    with pytest.warns(UserWarning, match=r"unreadable checkpoint .*cannot be used: KeyError: .model."):
+        assert L.pruned_lenet("mnist", 1, 0, profile="quick", results_root=tmp_path) is None
+    assert not store.ckpt_path(run_key).exists() and (store.dir / "rejected").exists()
