@@ -160,7 +160,9 @@ def run_tasks(tasks: Sequence[Task], *, workers: int | None = None, scheduler: s
     else:
         cluster = None
         try:
-            client = Client(address, timeout=worker_timeout)
+            by_file = os.path.exists(scheduler)  # a scheduler file may also carry security settings
+            client = (Client(scheduler_file=scheduler, timeout=worker_timeout) if by_file
+                      else Client(address, timeout=worker_timeout))
         except (OSError, TimeoutError) as err:
             raise SweepError(f"cannot reach the Dask scheduler at {address}: {type(err).__name__}: {err}") from None
     address = client.scheduler.address
@@ -169,7 +171,7 @@ def run_tasks(tasks: Sequence[Task], *, workers: int | None = None, scheduler: s
             client.wait_for_workers(1, timeout=worker_timeout)
         except TimeoutError:
             raise SweepError(f"no Dask worker joined the scheduler at {address} within {worker_timeout:g} s: start "
-                               f"workers for it (dask worker {address}), or run without --scheduler") from None
+                             f"workers for it (dask worker {address}), or run without --scheduler") from None
         return _run_on(client, address, ordered, total, desc, progress, as_completed)
     finally:
         client.close()
@@ -199,8 +201,9 @@ def _run_on(client, address: str, ordered: list[Task], total: float, desc: str, 
                                     refresh=False)
             bar.update(round(costs[name], 1))
     if cancelled:
-        state = "lost the connection to" if client.status != "running" else "was cancelled by"
-        raise SweepError(f"{state} the Dask scheduler at {address}: {len(cancelled)} of {len(futures)} tasks did not "
-                           f"finish ({len(failed)} failed); finished rows are kept, rerun to resume")
+        what = (f"lost the connection to the Dask scheduler at {address}" if client.status != "running"
+                else f"the Dask scheduler at {address} cancelled tasks")
+        raise SweepError(f"{what}: {len(cancelled)} of {len(futures)} tasks did not finish ({len(failed)} failed); "
+                         "finished rows are kept, rerun to resume")
     _raise_failures(failed, len(futures))
     return results

@@ -60,7 +60,8 @@ def check_axis(name: str, values, minimum: int | None = None, maximum: int | Non
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)
            or (minimum is not None and v < minimum) or (maximum is not None and v > maximum)]
     if bad:
-        allowed = f">= {minimum}" if maximum is None else f"<= {maximum}" if minimum is None else f"{minimum}..{maximum}"
+        allowed = (f"{minimum}..{maximum}" if minimum is not None and maximum is not None
+                   else f">= {minimum}" if minimum is not None else f"<= {maximum}")
         raise ValueError(f"{name} {bad} not allowed: each must be a whole number in {allowed}{why}")
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
@@ -123,9 +124,10 @@ def load_restored(store: ResultStore, run_key: Mapping, model: nn.Module, pruner
                   check: Callable[[Mapping, BlockPruner | None], None] | None = None) -> Mapping | None:
     """The run's checkpoint loaded into ``model`` (and the pruner and generator), or
     None when there is none or it cannot be used.  The checkpoint is first restored
-    into copies (then ``check(checkpoint, restored pruner copy)`` may raise) inside the store's guarded read, so one of
-    the wrong content (no ``model``, another network's shapes, a pruner of another k)
-    is moved aside with a warning and leaves ``model`` as it was."""
+    into copies, then given to ``check(checkpoint, restored pruner copy)``, which may
+    raise, all inside the store's guarded read: one of the wrong content (no
+    ``model``, another network's shapes, a pruner of another k) is moved aside with a
+    warning and leaves ``model``, ``pruner`` and ``generator`` as they were."""
     def trial(ck):
         if not isinstance(ck, Mapping) or "model" not in ck or "round" not in ck:
             have = sorted(ck) if isinstance(ck, Mapping) else type(ck).__name__
