@@ -407,12 +407,15 @@ def test_unknown_profile_names_the_allowed_ones():
 
 
 @pytest.mark.notebook
-def test_notebook_with_an_unknown_profile_says_which_exist(run_notebook):
+@pytest.mark.parametrize("notebook, message", [
+    ("01_lenet_mnist.ipynb", "unknown LeNet profile 'nope'; choose one of ['paper', 'quick']"),
+    ("03_cifar10_resnet18.ipynb", "unknown CIFAR profile 'nope'; choose one of ['cpu', 'paper', 'quick']")])
+def test_notebook_with_an_unknown_profile_says_which_exist(run_notebook, notebook, message):
     import papermill as pm
 
     with pytest.raises(pm.PapermillExecutionError) as info:
-        run_notebook("01_lenet_mnist.ipynb", profile="nope")
-    assert "unknown LeNet profile 'nope'; choose one of ['paper', 'quick']" in str(info.value)
+        run_notebook(notebook, profile="nope")
+    assert message in str(info.value)
     assert not list(run_notebook.results_dir.rglob("*.json"))
 
 
