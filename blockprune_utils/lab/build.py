@@ -65,6 +65,7 @@ def student_version(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.outputs, cell.execution_count = [], None
         elif cell.cell_type == "markdown" and "solution" in tags:
             cell.source = ANSWER_PLACEHOLDER
+            cell.metadata["tags"] = [t for t in tags if t != "solution"]
         cells.append(cell)
     nb.cells = cells
     return nb
