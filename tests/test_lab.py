@@ -252,3 +252,58 @@ def test_student_version_fails_every_check(tmp_path, data_dir, monkeypatch):
     auto = [r for r in rows if r["earned"] is not None]
     assert len(auto) == 7 and all(r["earned"] == 0 for r in auto), rows
     assert all("not implemented" in r["verdict"] or "not defined" in r["verdict"] for r in auto), rows
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.notebook
+def test_make_lab_serves_the_repository_root(tmp_path):
+    """`make lab`'s own command line (as root too) serves docs/ and figures/ and opens on notebooks/."""
+    import http.client
+    import os
+    import shlex
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    venv = Path(sys.executable).parent.parent
+    dry = subprocess.run(["make", "-n", "lab", f"VENV={venv}"], cwd=REPO, capture_output=True, text=True, check=True)
+    cmd = shlex.split([line for line in dry.stdout.splitlines() if "jupyter lab" in line][-1])
+    assert ("--allow-root" in cmd) == (os.geteuid() == 0)
+    port = _free_port()
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg")}
+    server = subprocess.Popen(cmd + ["--no-browser", f"--port={port}", "--IdentityProvider.token=t"], cwd=REPO, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def get(path):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", path, headers={"Authorization": "token t"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, resp.getheader("Location")
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                status, _ = get("/api/contents/docs/paper_notes.md?content=0")
+                break
+            except OSError:
+                assert server.poll() is None, f"jupyter lab exited with {server.returncode}"
+                assert time.monotonic() < deadline, "jupyter lab did not answer in 120 s"
+                time.sleep(1)
+        assert status == 200
+        assert get("/files/figures/bsr_storage.png")[0] == 200
+        assert get("/api/contents/notebooks/10_lab_block_pruning.ipynb?content=0")[0] == 200
+        status, location = get("/")
+        assert status in (301, 302) and location.split("?")[0].endswith("/lab/tree/notebooks")
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
