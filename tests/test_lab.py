@@ -307,3 +307,34 @@ def test_make_lab_serves_the_repository_root(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def _pins(path) -> list[str]:
+    return [line.strip()[2:] for line in path.read_text().splitlines() if re.match(r"\s+- [\w.-]+==", line)]
+
+
+def test_binder_builds_from_the_pins_of_environment_yml():
+    binder = REPO / "binder"
+    assert _pins(binder / "environment.yml") == _pins(REPO / "environment.yml") and len(_pins(REPO / "environment.yml")) > 10
+    post = (binder / "postBuild").read_text()
+    assert "pip install --no-deps -e ." in post and post.startswith("#!/bin/bash")
+    assert (binder / "postBuild").stat().st_mode & 0o111
+
+
+def test_one_click_routes_name_one_repository_and_install_only_when_missing():
+    notebooks = [REPO / "notebooks" / n for n in ("00_block_pruning_walkthrough.ipynb", LAB.name)]
+    texts = [(REPO / "README.md").read_text()] + [p.read_text() for p in notebooks]
+    owners = {m for t in texts for m in re.findall(r"github(?:\.com)?/([\w-]+)/blockprune", t)}
+    assert len(owners) == 1, owners
+    for path in notebooks:
+        nb = nbformat.read(str(path), as_version=4)
+        assert "colab.research.google.com/github/" in nb.cells[0].source and path.name in nb.cells[0].source
+        setup = next(c.source for c in nb.cells if c.cell_type == "code" and "pip" in c.source)
+        assert 'if importlib.util.find_spec("blockprune_utils") is None:' in setup  # a no-op where the package imports
+
+
+def test_readme_opens_with_students_then_teachers_then_researchers():
+    text = (REPO / "README.md").read_text()
+    order = [text.index(s) for s in ("**Students.** `make lab`", "**Teachers.** `make lab-student`", "make book",
+                                     "**Researchers.**", "## Quick start: two commands", "make figures   #", "make test      #")]
+    assert order == sorted(order)
