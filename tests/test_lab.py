@@ -181,7 +181,7 @@ def test_student_version_has_no_solution_left():
     text = "\n".join(c.source for c in student.cells)
     assert BEGIN not in text and END not in text
     assert "stable=True).indices" not in text  # the tie rule's solution line
-    assert '"k": 2' not in text  # the design
+    assert '"k": 3' not in text  # the design
     assert "*Model answer.*" not in text
     n_regions = sum(c.source.count(BEGIN) for c in solution.cells if c.cell_type == "code")
     code = "\n".join(c.source for c in student.cells if c.cell_type == "code")
