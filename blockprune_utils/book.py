@@ -143,7 +143,7 @@ def page_kind(notebook: Path, params: dict | None = None) -> str:
     p = dict(params or {}) if recorded is None else dict(recorded)
     profile = p.get("profile")
     if profile is None:
-        return "runs in full (no profile)"
+        return "runs in full with its defaults (it has no profile)"
     if profile == "quick":
         return ("quick run (quick profile): a few minutes' worth that exercises the code; its numbers are not results, "
                 "the committed figures of the full run are shown on the page")
