@@ -37,7 +37,7 @@ PAPERMILL := $(PY) -m papermill --log-output --no-progress-bar --cwd notebooks
 
 BOOK_OUT := build/book
 
-.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
+.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab lab-student lab-grade
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -98,8 +98,21 @@ book: $(STAMP) ## offline HTML edition of the executed notebooks in build/book (
 bench: $(STAMP) ## BSR speed benchmark ratio table (quick)
 	$(PY) -m blockprune_utils.bench --quick
 
-lab: $(STAMP) ## open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab serves the repository root (so notebooks' links to docs/ and figures/ work) and opens on notebooks/;
+# containers often run as root, which Jupyter refuses without --allow-root.
+JUPYTER_OPTS := --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+LAB_NB := notebooks/10_lab_block_pruning.ipynb
+LAB_OUT := build/lab
+
+lab: $(STAMP) ## open JupyterLab on notebooks/ (00 the walkthrough, 10 the graded lab: about 2.5 h of student work)
+	$(VENV)/bin/jupyter lab $(JUPYTER_OPTS)
+
+lab-student: $(STAMP) ## write the lab's student version (solutions stripped) and its autograder into build/lab/
+	$(PY) -m blockprune_utils.lab student $(LAB_NB) --out $(LAB_OUT)
+
+lab-grade: $(STAMP) ## grade a submitted lab notebook: make lab-grade SUBMISSION=path/to/10_lab_block_pruning.ipynb
+	@test -n "$(SUBMISSION)" || { echo "give the notebook to grade: make lab-grade SUBMISSION=path/to/notebook.ipynb"; exit 2; }
+	$(PY) -m blockprune_utils.lab grade $(SUBMISSION) --out $(basename $(SUBMISSION)).grades.json
 
 lint: $(STAMP) ## ruff over the package, tests and notebooks
 	$(VENV)/bin/ruff check blockprune_utils tests notebooks

@@ -55,3 +55,12 @@ class ResNet18Cifar(nn.Module):
 
     def conv_layer_names(self) -> list[str]:
         return [f"backbone.{n}" for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def pretrained_lenet() -> LeNet300100:
+    """The LeNet-300-100 trained on MNIST that ships with the package (the study's
+    paper-profile baseline, seed 0; see :mod:`blockprune_utils.pretrained`), in eval
+    mode on the CPU."""
+    from .pretrained import load_lenet
+
+    return load_lenet()
