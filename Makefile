@@ -112,7 +112,7 @@ lab-student: $(STAMP) ## write the lab's student version (solutions stripped) an
 
 lab-grade: $(STAMP) ## grade a submitted lab notebook: make lab-grade SUBMISSION=path/to/10_lab_block_pruning.ipynb
 	@test -n "$(SUBMISSION)" || { echo "give the notebook to grade: make lab-grade SUBMISSION=path/to/notebook.ipynb"; exit 2; }
-	$(PY) -m blockprune_utils.lab grade $(SUBMISSION) --out $(basename $(SUBMISSION)).grades.json
+	sub=$(call q,$(SUBMISSION)); $(PY) -m blockprune_utils.lab grade "$$sub" --out "$${sub%.ipynb}.grades.json"
 
 lint: $(STAMP) ## ruff over the package, tests and notebooks
 	$(VENV)/bin/ruff check blockprune_utils tests notebooks
