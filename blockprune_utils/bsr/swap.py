@@ -45,12 +45,24 @@ class Slot:
     reason: str | None = None
 
 
+# methods that set weights up rather than compute with them: reads there are no reason to keep a layer dense
+SET_UP = frozenset({"__init__", "__setstate__", "reset_parameters", "_reset_parameters", "init_weights", "_init_weights",
+                    "extra_repr", "_load_from_state_dict"})
+
+
 @functools.lru_cache(maxsize=None)
 def _class_source(cls) -> str:
-    try:
-        return inspect.getsource(cls)
-    except (OSError, TypeError):  # built in, or created at run time (torch's Parametrized* classes)
-        return ""
+    """The source of the methods ``cls`` itself defines, set-up methods aside ("" where it has none to read)."""
+    parts = []
+    for name, obj in vars(cls).items():
+        fn = obj.__func__ if isinstance(obj, (staticmethod, classmethod)) else obj
+        if name in SET_UP or not inspect.isfunction(fn):
+            continue
+        try:
+            parts.append(inspect.getsource(fn))
+        except (OSError, TypeError):  # built in, or created at run time
+            continue
+    return "\n".join(parts)
 
 
 def _reads_child(cls, child: str) -> bool:
