@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from blockprune_utils.bsr import BACKENDS, BSRLinear, backends_of, to_bsr_model, unsupported
+from blockprune_utils.bsr import BACKENDS, BSRLinear, backend_table, backends_of, storage_table, to_bsr_model, unsupported
 from blockprune_utils.masks import compact_state_dict, load_masked_state_dict
 from blockprune_utils.schedule import BlockPruner
 
@@ -206,3 +206,22 @@ def test_state_dict_round_trip_then_convert():
     c2.load_state_dict(state)
     with torch.no_grad():
         torch.testing.assert_close(c2(x), a(x), **TOL)
+
+
+def test_storage_and_backend_tables():
+    model = _pruned(_encoder(), 16, ENCODER_LAYERS, rounds=2)
+    x = torch.randn(2, 5, 256)
+    with pytest.warns(UserWarning, match="leaves these Linear layers dense") as caught:
+        rows = backend_table(model, 16, x, backends=("torch", "numba", "dense"), budget_s=0.001)
+    assert sum("leaves these" in str(w.message) for w in caught) == 1  # once, not once per backend
+    by = {r["backend"]: r for r in rows}
+    assert by["torch"]["max_abs_diff"] < 1e-4 and by["torch"]["left_dense"] == ["0.self_attn.out_proj"]
+    assert by["torch"]["dense_ms"] > 0 and by["torch"]["backends"] == {"0.linear1": "torch", "0.linear2": "torch"}
+    assert ("error" in by["numba"]) == (unsupported("numba", 16) is not None)
+    fast, _ = _convert(model, 16, backend="torch")
+    table = {r["layer"]: r for r in storage_table(model, 16, fast)}
+    assert table["0.self_attn.out_proj"]["stored_as"] == "nn.Linear"
+    assert table["0.self_attn.out_proj"]["stored_bytes"] == 256 * 256 * 4
+    lin = table["0.linear1"]
+    assert lin["density"] == 0.25 and lin["stored_bytes"] == lin["bsr_bytes"]
+    assert lin["bsr_bytes"] == 0.25 * 1024 * 256 * 4 + (1024 * 256 // 256 // 4) * 4 + (1024 // 16 + 1) * 4
