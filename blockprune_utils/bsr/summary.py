@@ -56,9 +56,10 @@ def compare_models(dense: nn.Module, converted: nn.Module, example: torch.Tensor
             "speedup": t["dense"].median_ns / t["bsr"].median_ns, "backends": backends_of(converted)}
 
 
-def backend_table(model: nn.Module, k, example: torch.Tensor, backends=(*BACKENDS, AUTO), **kwargs) -> list[dict]:
+def backend_table(model: nn.Module, k, example: torch.Tensor, backends=(*BACKENDS, AUTO), layers=None,
+                  **kwargs) -> list[dict]:
     """:func:`compare_models` of ``model`` converted with each backend (one k for
-    every layer), one row per backend; a backend that cannot hold k gets a row
+    every layer, the Linear ``layers``: default all), one row per backend; a backend that cannot hold k gets a row
     with the reason instead.  ``left_dense`` lists the Linear layers the conversion
     left dense (it warns about them once, at the first conversion)."""
     rows = []
@@ -70,7 +71,7 @@ def backend_table(model: nn.Module, k, example: torch.Tensor, backends=(*BACKEND
         with warnings.catch_warnings():
             if i:
                 warnings.filterwarnings("ignore", message="to_bsr_model leaves these Linear layers dense")
-            converted = to_bsr_model(model, k, backend=backend, example=example)
+            converted = to_bsr_model(model, k, backend=backend, layers=layers, example=example)
         left = [n for n, m in converted.named_modules() if isinstance(m, nn.Linear)]
         rows.append({"backend": backend, "k": k, **compare_models(model, converted, example, **kwargs), "left_dense": left})
     return rows
