@@ -13,7 +13,7 @@ def test_own_model_notebook_runs(run_notebook, data_dir):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
     markdown = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
-    assert "Quick profile" in markdown and "x), on this machine, one thread" in markdown
+    assert "Quick profile" in markdown and "(this machine, 1 thread)" in markdown
     assert "pruned layers: ['encoder.layers.0.self_attn.out_proj', 'encoder.layers.0.linear1'" in text
     assert "warning: to_bsr_model leaves these Linear layers dense: 'encoder.layers.0.self_attn.out_proj'" in text
     assert "backend per layer: {'encoder.layers.0.linear1': '" in text and "'head'" not in text.split("backend per")[1]
