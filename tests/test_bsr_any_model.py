@@ -8,6 +8,8 @@ import warnings
 import pytest
 import torch
 import torchvision
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 
 from blockprune_utils.bsr import BACKENDS, BSRLinear, backend_table, backends_of, storage_table, to_bsr_model, unsupported
@@ -225,3 +227,17 @@ def test_storage_and_backend_tables():
     lin = table["0.linear1"]
     assert lin["density"] == 0.25 and lin["stored_bytes"] == lin["bsr_bytes"]
     assert lin["bsr_bytes"] == 0.25 * 1024 * 256 * 4 + (1024 * 256 // 256 // 4) * 4 + (1024 // 16 + 1) * 4
+
+
+@settings(max_examples=15, deadline=None)
+@given(d_in=st.integers(1, 24), d_hidden=st.integers(1, 24), k=st.integers(1, 10), lead=st.lists(st.integers(0, 3), max_size=2),
+       backend=st.sampled_from(BACKENDS), seed=st.integers(0, 2**16))
+def test_any_shape_any_rank_equals_masked(d_in, d_hidden, k, lead, backend, seed):
+    if unsupported(backend, k):
+        return
+    torch.manual_seed(seed)
+    model = _pruned(nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, 3)), k, ["0", "2"], rounds=1)
+    x = torch.randn(*lead, d_in)
+    bsr = to_bsr_model(model, k, backend=backend)
+    with torch.no_grad():
+        torch.testing.assert_close(bsr(x), model(x), **TOL)
