@@ -216,7 +216,12 @@ def auto_layer_backends(model: nn.Module, k, example, names, **kwargs) -> dict[s
     """The fastest measured :class:`BSRLinear` backend of each named Linear layer of
     any model, each timed (:func:`auto_choice`, one layer at a time) at the number of
     rows that reach it on ``example`` (:func:`layer_rows`).  A layer the forward does
-    not call stays ``"dense"``.  ``kwargs`` go to :func:`auto_choice`."""
+    not call stays ``"dense"``.  ``kwargs`` go to :func:`auto_choice`.  The
+    candidates run on the CPU, so the model must be there."""
+    devices = {p.device.type for p in model.parameters()}
+    if devices - {"cpu"}:
+        raise ValueError(f"backend='auto' times the CPU backends, but the model is on {sorted(devices)}: convert a CPU "
+                         "copy, or name a backend ('torch' also runs on a GPU)")
     rows = layer_rows(model, example, names)
     choice = {}
     for name in names:
