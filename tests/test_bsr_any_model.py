@@ -80,7 +80,7 @@ def test_unsupported_backend_is_a_clear_error_and_auto_skips_it():
     model = _pruned(nn.Sequential(nn.Linear(300, 270), nn.ReLU(), nn.Linear(270, 5)), bad, ["0"], rounds=1)
     with pytest.raises(ValueError, match=rf"backend 'numba' cannot hold layer '0' with k={bad}"):
         to_bsr_model(model, bad, backend="numba")
-    bsr = to_bsr_model(model, bad, backend="auto", example=(4, 300))
+    bsr = to_bsr_model(model, bad, backend="auto", example=(4, 300), auto_options={"budget_s": 0.001, "threads": 1})
     assert "numba" not in backends_of(bsr).values()
 
 

@@ -181,7 +181,7 @@ def _choices(names, backend) -> dict[str, str]:
     return chosen
 
 
-def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None) -> nn.Module:
+def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None, auto_options=None) -> nn.Module:
     """A copy of ``model`` in eval mode whose (masked) Linear layers are BSRLinear.
 
     Works on any ``nn.Module``: ``k`` is one block size or a dict layer-name -> k;
@@ -198,8 +198,10 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None
     ``backend="auto"`` picks each layer's backend by a short measurement
     (:func:`~.auto.auto_choice`) at the number of rows that reach the layer when the
     model runs on ``example`` (an input tensor, or a shape for a float32 normal
-    one); a backend that cannot hold a layer (:func:`unsupported`) is never picked,
-    while naming such a backend explicitly is a ValueError.  ``backend="fused"``
+    one; ``auto_options``: keyword arguments of the measurement, such as a longer
+    ``budget_s`` on a busy machine); a backend that cannot hold a layer
+    (:func:`unsupported`) is never picked, while naming such a backend explicitly is
+    a ValueError.  ``backend="fused"``
     (or a dict giving every layer ``"fused"``) returns instead a :class:`FusedMLP` of
     the whole model, after checking on a random input that the model's forward is
     Linear, ReLU, ..., Linear over ``layers`` (a ValueError names the deviation
@@ -234,7 +236,7 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None
         from .auto import auto_layer_backends  # auto builds on this module
 
         auto = [n for n in todo if chosen[n] == AUTO]
-        chosen.update(auto_layer_backends(bsr_model, {n: ks[n] for n in auto}, example, auto))
+        chosen.update(auto_layer_backends(bsr_model, {n: ks[n] for n in auto}, example, auto, **(auto_options or {})))
     for n in todo:
         bsr = BSRLinear.from_linear(plan[n].module, ks[n], backend=chosen[n])
         for parent, child, _ in plan[n].places:
