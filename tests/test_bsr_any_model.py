@@ -1,6 +1,7 @@
-"""to_bsr_model on models other than an MLP: a transformer encoder layer, torchvision
-models, nested and shared modules, tied and directly read weights, 2-D and 3-D
-inputs, state_dict round trips, backend="auto" and its record."""
+"""to_bsr_model on models other than an MLP: a transformer encoder layer (its
+attention output projection included), torchvision models, nested and shared
+modules, tied and directly read weights, 2-D and 3-D inputs, state_dict round
+trips, backend="auto" and its record."""
 from __future__ import annotations
 
 import warnings
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from blockprune_utils.bsr import BACKENDS, BSRLinear, backend_table, backends_of, storage_table, to_bsr_model, unsupported
+from blockprune_utils.bsr.attention import BSRMultiheadAttention
 from blockprune_utils.masks import compact_state_dict, load_masked_state_dict
 from blockprune_utils.schedule import BlockPruner
 
@@ -59,9 +61,10 @@ def test_encoder_layer_round_trip_every_backend(k):
     backends = [b for b in BACKENDS if unsupported(b, k) is None] + ["auto"]
     for backend in backends:
         bsr, warned = _convert(model, k, backend=backend, example=x)
-        assert len(warned) == 1 and "0.self_attn.out_proj" in warned[0] and "MultiheadAttention" in warned[0]
+        assert not warned
         chosen = backends_of(bsr)
-        assert set(chosen) == {"0.linear1", "0.linear2"}
+        assert set(chosen) == set(ENCODER_LAYERS)
+        assert isinstance(bsr[0].self_attn, BSRMultiheadAttention) and isinstance(bsr[0].self_attn.out_proj, BSRLinear)
         assert backend == "auto" or set(chosen.values()) == {backend}
         assert all(unsupported(b, k) is None for b in chosen.values())
         assert isinstance(bsr[0].linear1, BSRLinear) and bsr[0].linear1.k == k
@@ -115,9 +118,8 @@ def test_torchvision_vision_transformer():
     names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
     _pruned(model, 4, names, rounds=2)
     bsr, warned = _convert(model, 4, backend="torch")
-    attn = {n for n in names if n.endswith("out_proj")}
-    assert len(attn) == 2 and len(warned) == 1 and all(n in warned[0] for n in attn)
-    assert set(backends_of(bsr)) == set(names) - attn
+    assert not warned and set(backends_of(bsr)) == set(names)
+    assert sum(isinstance(m, BSRMultiheadAttention) for m in bsr.modules()) == 2
     x = torch.randn(3, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(bsr(x), model(x), **TOL)
@@ -136,9 +138,9 @@ class Block(nn.Module):
 class Reader(nn.Module):
     """Reads its layer's weight itself: the layer must stay a Linear."""
 
-    def __init__(self):
+    def __init__(self, width: int = 16):
         super().__init__()
-        self.proj = nn.Linear(16, 16)
+        self.proj = nn.Linear(width, width)
 
     def forward(self, x):
         return x @ self.proj.weight.T + self.proj.bias
@@ -211,19 +213,19 @@ def test_state_dict_round_trip_then_convert():
 
 
 def test_storage_and_backend_tables():
-    model = _pruned(_encoder(), 16, ENCODER_LAYERS, rounds=2)
+    model = _pruned(nn.Sequential(_encoder()[0], Reader(256)), 16, ENCODER_LAYERS + ["1.proj"], rounds=2)
     x = torch.randn(2, 5, 256)
     with pytest.warns(UserWarning, match="leaves these Linear layers dense") as caught:
         rows = backend_table(model, 16, x, backends=("torch", "numba", "dense"), budget_s=0.001)
     assert sum("leaves these" in str(w.message) for w in caught) == 1  # once, not once per backend
     by = {r["backend"]: r for r in rows}
-    assert by["torch"]["max_abs_diff"] < 1e-4 and by["torch"]["left_dense"] == ["0.self_attn.out_proj"]
-    assert by["torch"]["dense_ms"] > 0 and by["torch"]["backends"] == {"0.linear1": "torch", "0.linear2": "torch"}
+    assert by["torch"]["max_abs_diff"] < 1e-4 and by["torch"]["left_dense"] == ["1.proj"]
+    assert by["torch"]["dense_ms"] > 0 and by["torch"]["backends"] == {n: "torch" for n in ENCODER_LAYERS}
     assert ("error" in by["numba"]) == (unsupported("numba", 16) is not None)
     fast, _ = _convert(model, 16, backend="torch")
     table = {r["layer"]: r for r in storage_table(model, 16, fast)}
-    assert table["0.self_attn.out_proj"]["stored_as"] == "nn.Linear"
-    assert table["0.self_attn.out_proj"]["stored_bytes"] == 256 * 256 * 4
+    assert table["1.proj"]["stored_as"] == "nn.Linear" and table["1.proj"]["stored_bytes"] == 256 * 256 * 4
+    assert table["0.self_attn.out_proj"]["stored_bytes"] == table["0.self_attn.out_proj"]["bsr_bytes"] < 256 * 256 * 4 / 3
     lin = table["0.linear1"]
     assert lin["density"] == 0.25 and lin["stored_bytes"] == lin["bsr_bytes"]
     assert lin["bsr_bytes"] == 0.25 * 1024 * 256 * 4 + (1024 * 256 // 256 // 4) * 4 + (1024 // 16 + 1) * 4
@@ -241,3 +243,61 @@ def test_any_shape_any_rank_equals_masked(d_in, d_hidden, k, lead, backend, seed
     bsr = to_bsr_model(model, k, backend=backend)
     with torch.no_grad():
         torch.testing.assert_close(bsr(x), model(x), **TOL)
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_attention_replacement_equals_multihead_attention(batch_first):
+    """BSRMultiheadAttention (here with a dense out_proj) against nn.MultiheadAttention's own (non-fused) path, over
+    batched and unbatched inputs, self and cross attention, masks of each kind, is_causal and need_weights."""
+    torch.manual_seed(0)
+    e, heads, b, lq, lk = 16, 4, 3, 5, 7
+    mha = nn.MultiheadAttention(e, heads, batch_first=batch_first).eval()
+    ours = BSRMultiheadAttention(mha, mha.out_proj)
+    assert not ours.training
+
+    def seq(n, batched):
+        x = torch.randn((b, n, e) if batch_first else (n, b, e))
+        return x if batched else (x[0] if batch_first else x[:, 0])
+
+    cases = 0
+    for batched in (True, False):
+        nb = b if batched else 1
+        for cross in (False, True):
+            q = seq(lq, batched)
+            kv = seq(lk, batched) if cross else q
+            s = lk if cross else lq
+            masks = [None, torch.rand(lq, s) > 0.6, torch.randn(lq, s), torch.rand(nb * heads, lq, s) > 0.6]
+            pads = [None, torch.rand(nb, s) > 0.6]
+            for mask in masks:
+                for pad in pads:
+                    pad = pad if pad is None or batched else pad[0]
+                    if pad is not None and mask is not None and mask.dtype != pad.dtype:
+                        continue
+                    for need, avg in ((False, True), (True, True), (True, False)):
+                        kw = dict(key_padding_mask=pad, attn_mask=mask, need_weights=need, average_attn_weights=avg)
+                        ref, got = mha(q, kv, kv, **kw), ours(q, kv, kv, **kw)  # grad enabled: torch's own path
+                        torch.testing.assert_close(got[0], ref[0], equal_nan=True, rtol=1e-5, atol=1e-5)
+                        assert (got[1] is None) == (ref[1] is None)
+                        if need:
+                            torch.testing.assert_close(got[1], ref[1], equal_nan=True, rtol=1e-5, atol=1e-5)
+                        cases += 1
+            causal = nn.Transformer.generate_square_subsequent_mask(lq)
+            if not cross:
+                for need in (False, True):
+                    ref = mha(q, q, q, attn_mask=causal, is_causal=True, need_weights=need)[0]
+                    torch.testing.assert_close(ours(q, q, q, attn_mask=causal, is_causal=True, need_weights=need)[0], ref)
+    assert cases > 50
+    with pytest.raises(RuntimeError, match="is_causal"):
+        ours(q, q, q, is_causal=True)
+    dropping = BSRMultiheadAttention(nn.MultiheadAttention(e, heads, dropout=0.1), mha.out_proj)  # training mode
+    with pytest.raises(RuntimeError, match="inference"):
+        dropping(q, q, q)
+
+
+def test_attention_it_cannot_replace_stays_dense_with_a_warning():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.MultiheadAttention(16, 2, kdim=8, vdim=8, batch_first=True))
+    _pruned(model, 4, ["0.out_proj"], rounds=1)
+    bsr, warned = _convert(model, 4, backend="torch")
+    assert len(warned) == 1 and "'0.out_proj'" in warned[0] and "MultiheadAttention" in warned[0]
+    assert backends_of(bsr) == {} and type(bsr[0]) is nn.MultiheadAttention

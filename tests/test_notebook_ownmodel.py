@@ -15,8 +15,8 @@ def test_own_model_notebook_runs(run_notebook, data_dir):
     markdown = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in outputs)
     assert "Quick profile" in markdown and "(this machine, 1 thread)" in markdown
     assert "pruned layers: ['encoder.layers.0.self_attn.out_proj', 'encoder.layers.0.linear1'" in text
-    assert "warning: to_bsr_model leaves these Linear layers dense: 'encoder.layers.0.self_attn.out_proj'" in text
-    assert "backend per layer: {'encoder.layers.0.linear1': '" in text and "'head'" not in text.split("backend per")[1]
+    assert "(self_attn): BSRMultiheadAttention(" in text and "warning" not in text
+    assert "backend per layer: {'encoder.layers.0.self_attn.out_proj': '" in text and "'head'" not in text.split("backend per")[1]
     assert "bytes stored against" in text
     # the converted model classifies the test images exactly as the pruned one
     line = next(s for s in text.splitlines() if s.startswith("test accuracy: pruned model"))

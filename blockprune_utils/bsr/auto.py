@@ -189,7 +189,9 @@ def auto_backends(model: nn.Module, k, batch: int, **kwargs) -> dict[str, str]:
 def layer_rows(model: nn.Module, example, names) -> dict[str, int]:
     """How many rows (samples x positions) reach each named Linear layer when ``model``
     runs on ``example`` (an input tensor, or a shape: a float32 standard normal input
-    of that shape is used); a layer the forward does not call is left out."""
+    of that shape is used); a layer the forward does not call is left out.  The
+    output projection of an ``nn.MultiheadAttention`` counts the queries that reach
+    the attention module."""
     if example is None:
         raise ValueError("backend='auto' measures each layer at the size it runs at: pass example= (an input tensor "
                          "of the model, or its shape)")
@@ -198,11 +200,16 @@ def layer_rows(model: nn.Module, example, names) -> dict[str, int]:
     rows, hooks = {}, []
     for name in names:
         module = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        if child == "out_proj" and isinstance(parent, nn.MultiheadAttention):  # it reads out_proj.weight: count queries
+            module = parent
 
-        def hook(mod, inputs, name=name):
-            rows[name] = max(rows.get(name, 0), inputs[0].numel() // mod.in_features)
+        def hook(mod, args, kwargs, name=name, width=module.embed_dim if module is parent else module.in_features):
+            x = args[0] if args else kwargs["query"]
+            rows[name] = max(rows.get(name, 0), x.numel() // width)
 
-        hooks.append(module.register_forward_pre_hook(hook))
+        hooks.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         with torch.no_grad():
             model(example)

@@ -26,11 +26,12 @@ from torch import nn
 
 from ..blocks import check_block_size
 from ..masks import dense_state_dict
+from .attention import BSRMultiheadAttention
 from .convert import padded_shape, to_scipy_bsr, to_torch_bsr
 from .fused import TILE, NumbaMLP
 from .jit import check_k
 from .lean import linear_layers, reference_forward
-from .swap import swap_plan, switch_off_fast_paths
+from .swap import places_of, swap_plan, switch_off_fast_paths
 from .timing import RTOL, close_enough
 
 BACKENDS = ("torch", "scipy", "numba", "dense")
@@ -189,10 +190,13 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None
     ``layers`` defaults to every Linear layer.  Masks are read from the pruned
     weights' zero pattern at block granularity.  A layer held in several places (a
     shared module) is swapped everywhere for one BSR layer.  A layer that some module
-    reads the weight of directly (``nn.MultiheadAttention.out_proj``, a weight tied
-    to an embedding) stays dense, and one warning names each such layer and the
-    reason (:mod:`.swap`); torch's fused transformer inference paths, which read the
-    weights too, are switched off in the copy.  ``backends_of(result)`` says which
+    reads the weight of directly (a weight tied to an embedding, a custom module
+    reading ``self.fc.weight``) stays dense, and one warning names each such layer
+    and the reason (:mod:`.swap`).  The output projection of an
+    ``nn.MultiheadAttention`` is converted, the attention module around it replaced by
+    a :class:`~.attention.BSRMultiheadAttention` that calls it; torch's fused
+    transformer inference paths, which read the weights too, are switched off in
+    the copy.  ``backends_of(result)`` says which
     backend each layer got.
 
     ``backend="auto"`` picks each layer's backend by a short measurement
@@ -237,8 +241,14 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None
 
         auto = [n for n in todo if chosen[n] == AUTO]
         chosen.update(auto_layer_backends(bsr_model, {n: ks[n] for n in auto}, example, auto, **(auto_options or {})))
+    attention = {n: places_of(bsr_model, plan[n].attention) for n in todo if plan[n].attention is not None}
     for n in todo:
         bsr = BSRLinear.from_linear(plan[n].module, ks[n], backend=chosen[n])
+        if n in attention:  # the attention module around it is replaced, calling it as its out_proj
+            wrapper = BSRMultiheadAttention(plan[n].attention, bsr)
+            for parent, child in attention[n]:
+                setattr(parent, child, wrapper)
+            continue
         for parent, child, _ in plan[n].places:
             setattr(parent, child, bsr)
     if todo:

@@ -13,6 +13,11 @@ would lose the tie.  :func:`swap_plan` finds, for each Linear layer:
   ``.<name>.weight`` / ``.<name>.bias``, or a weight parameter owned by another
   module too.
 
+The output projection of an ``nn.MultiheadAttention`` is the one such layer that is
+swapped all the same: the attention module around it is replaced by a
+:class:`~.attention.BSRMultiheadAttention`, which calls ``out_proj`` as a module
+(``Slot.attention``; where :func:`~.attention.attention_supported` says it can).
+
 Reads that happen only on one of torch's inference fast paths
 (``nn.TransformerEncoderLayer``, ``nn.TransformerEncoder``) are not a reason: those
 paths are switched off in the converted copy with torch's own switch
@@ -29,6 +34,8 @@ from dataclasses import dataclass, field
 
 from torch import nn
 
+from .attention import attention_supported
+
 # module type -> (attribute, value) that turns off its fused inference path, the one
 # path on which it reads its Linear layers' weights directly
 FAST_PATH_SWITCHES = {nn.TransformerEncoderLayer: ("activation_relu_or_gelu", 0),
@@ -43,6 +50,7 @@ class Slot:
     module: nn.Module
     places: list = field(default_factory=list)  # (parent module, attribute name, full name)
     reason: str | None = None
+    attention: nn.Module | None = None  # the nn.MultiheadAttention to replace, for its out_proj
 
 
 # methods that set weights up rather than compute with them: reads there are no reason to keep a layer dense
@@ -121,10 +129,12 @@ def swap_plan(model: nn.Module, names) -> dict[str, Slot]:
         if others:
             slot.reason = f"its weight is shared with {others}"
             continue
-        for _, child, full in slot.places:
+        for parent, child, full in slot.places:
             for aname, ancestor in _ancestors(model, full):
                 kind = type(ancestor)
-                if _reads_child(kind, child):
+                if ancestor is parent and child == "out_proj" and attention_supported(parent):
+                    slot.attention = parent
+                elif _reads_child(kind, child):
                     where = repr(aname) if aname else "the model"
                     slot.reason = f"{where} ({kind.__name__}) reads {child}.weight directly"
                     break
@@ -142,3 +152,9 @@ def switch_off_fast_paths(model: nn.Module) -> list[str]:
                 setattr(module, attr, value)
                 changed.append(name)
     return changed
+
+
+def places_of(model: nn.Module, module: nn.Module) -> list[tuple[nn.Module, str]]:
+    """Every (parent, attribute name) of ``model`` that holds ``module``."""
+    return [(parent, child) for _, parent in model.named_modules(remove_duplicate=False)
+            for child, m in parent._modules.items() if m is module]
