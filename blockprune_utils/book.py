@@ -39,7 +39,7 @@ PAGES = (
     ("01_lenet_mnist-fashion_mnist.ipynb", "01_lenet_mnist.ipynb", {"profile": "quick", "dataset": "fashion_mnist"}),
     ("02_bsr_speed.ipynb", "02_bsr_speed.ipynb", {"profile": "quick"}),
     ("03_cifar10_resnet18.ipynb", "03_cifar10_resnet18.ipynb", {"profile": "quick"}),
-    ("04_your_own_model.ipynb", "04_your_own_model.ipynb", {}),
+    ("04_your_own_model.ipynb", "04_your_own_model.ipynb", {"profile": "paper"}),
 )
 
 # The lab template without the scripts it would load from the network (require.js,
