@@ -148,7 +148,7 @@ def test_rerun_reads_the_cache(study):
 def test_resume_after_a_kill_loses_nothing(tmp_path, study, data_dir, monkeypatch):
     _, reference = study
 
-    class Killed(Exception):
+    class Killed(BaseException):  # like a signal: it stops the process (a failing task would be collected)
         pass
 
     put = ResultStore.put

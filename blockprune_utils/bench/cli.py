@@ -38,10 +38,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the chosen parts of the benchmark and print their tables; returns the exit status."""
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
     profile = a.profile or ("quick" if a.quick else "paper")
     cfg = get_config(profile)
-    parts = set(a.only.split(","))
+    parts = {part.strip() for part in a.only.split(",") if part.strip()}
+    if not parts or parts - set(PARTS):
+        p.error(f"--only {a.only!r} names {sorted(parts - set(PARTS)) or 'no part'}; choose from {', '.join(PARTS)}")
     progress = not a.no_progress
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 40)

@@ -14,7 +14,7 @@ from typing import Optional
 from ...infra.store import Schema
 from ...models import LENET_RATES
 from ...train import TrainConfig
-from ..base import get_profile
+from ..base import ProfileTable, get_profile
 
 STUDY = "lenet"
 LAYERS = ("fc1", "fc2", "fc3")
@@ -31,6 +31,11 @@ SCHEMA = Schema(
     values=("test_acc", "val_acc", "test_acc_pruned", "target_density",
             *(f"density_{n}" for n in LAYERS), "density_total", *(f"blocks_{n}" for n in LAYERS),
             "epochs", "train_loss", "wall_s", "profile", "authors"),
+    types=(*((c, str) for c in ("dataset", "variant", "layer", "setting", "profile")),
+           *((c, int) for c in ("k", "round", "seed", "epochs", *(f"blocks_{n}" for n in LAYERS))),
+           *((c, float) for c in ("test_acc", "val_acc", "test_acc_pruned", "target_density", "density_total",
+                                  *(f"density_{n}" for n in LAYERS), "train_loss", "wall_s")),
+           ("authors", bool)),
 )
 """One row per (dataset, variant, k, round, seed, layer, setting).  ``variant``:
 
@@ -169,7 +174,7 @@ def candidates(*phases: TrainConfig) -> tuple:
 # ``baseline_candidates`` and ``retrain_candidates`` (notebook 01 shows them and checks
 # that the profile still agrees with its rules); the dense control gets the same
 # retraining.
-PROFILES: dict[str, Profile] = {
+PROFILES: dict[str, Profile] = ProfileTable({
     "quick": Profile(
         name="quick",
         data=DataConfig(val_size=1000, n_train=4000, n_test=2000),
@@ -194,7 +199,7 @@ PROFILES: dict[str, Profile] = {
         baseline_candidates=candidates(_cosine(30), _cosine(20, 2e-3), _cosine(30, 2e-3), _cosine(40, 2e-3)),
         retrain_candidates=candidates(TrainConfig(epochs=1, lr=1e-3, batch_size=128), _cosine(1), _cosine(1, 3e-3)),
     ),
-}
+}, "LeNet profile")
 
 # The authors' optimiser settings (docs/paper_notes.md): baseline (lr, batch),
 # retrain (lr, batch), and the split their retraining selects checkpoints on.

@@ -40,7 +40,7 @@ from ...models import LeNet300100
 from ...pruning import prune_to_density
 from ...schedule import BlockPruner, install_block_mask, layer_densities, random_scores, total_density
 from ...train import TrainConfig, evaluate, train
-from ..base import RoundsRun, checkpoint, restore, resumable_rounds
+from ..base import RoundsRun, checkpoint, load_restored, restore, resumable_rounds
 from .config import LAYERS, SCHEMA, STUDY, RunConfig
 
 
@@ -122,7 +122,9 @@ def baseline(run: Run, seed: int) -> LeNet300100:
     """The trained dense network of ``seed``: from its checkpoint, or trained now."""
     run_key = {"dataset": run.cfg.data.dataset, "seed": int(seed), "variant": "baseline"}
     model = new_model(run.cfg, derive_seed("init", seed))
-    ck = run.store.load_checkpoint(run_key)
+    bkey = key(run.cfg, "baseline", 0, 0, seed)
+    ck = load_restored(run.store, run_key, model,
+                       check=lambda c, _: run.store.schema.make(bkey, c["row"], run.prov, run.store.hash))
     if ck is None:
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(derive_seed("baseline-data", seed))
@@ -130,8 +132,7 @@ def baseline(run: Run, seed: int) -> LeNet300100:
         hist = train(model, run.splits[0], phase, gen, val=run.selection(phase))
         ck = checkpoint(model, 0, run.values(model, 1, epochs=phase.epochs, t0=t0, hist=hist))
         run.store.save_checkpoint(run_key, ck)
-    restore(ck, model)
-    bkey = key(run.cfg, "baseline", 0, 0, seed)
+        restore(ck, model)
     if not run.store.has(bkey):
         run.store.put(bkey, ck["row"], run.prov)
     return model
