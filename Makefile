@@ -7,15 +7,23 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+$(if $(word 2,$(VENV)),$(error VENV='$(VENV)' has a space: give a virtual environment path without spaces))
+# $(call q,PATH): PATH quoted for the shell (it may hold spaces or quotes).
+q = '$(subst ','\'',$(1))'
+# $(call absolute,PATH): PATH made absolute against this folder, kept as one string
+# (make's $(abspath) would split a path with spaces into several); the notebooks'
+# Python resolves '..' and links.
+absolute = $(if $(filter /%,$(firstword $(1))),$(1),$(CURDIR)/$(1))
 # One data root for everything; torchvision downloads here when online.  Results and
 # figures folders likewise.  Relative paths (also given on the command line, hence
-# `override`) become absolute here, because notebooks run in notebooks/.
+# `override`) become absolute here, because notebooks run in notebooks/.  Paths may
+# hold spaces: recipes pass them quoted, or through the environment.
 DATA_DIR ?= data
 RESULTS_DIR ?= results
 FIGURES_DIR ?= figures
-override DATA_DIR := $(abspath $(DATA_DIR))
-override RESULTS_DIR := $(abspath $(RESULTS_DIR))
-override FIGURES_DIR := $(abspath $(FIGURES_DIR))
+override DATA_DIR := $(call absolute,$(or $(DATA_DIR),data))
+override RESULTS_DIR := $(call absolute,$(or $(RESULTS_DIR),results))
+override FIGURES_DIR := $(call absolute,$(or $(FIGURES_DIR),figures))
 export DATA_DIR RESULTS_DIR FIGURES_DIR
 # paper: the full study (about an hour on 2 CPU cores); quick: minutes, what the tests run.
 PROFILE ?= paper
@@ -23,20 +31,20 @@ PROFILE ?= paper
 DATASETS ?= mnist fashion_mnist
 WORKERS ?=
 SCHEDULER ?=
-SWEEP_OPTS := $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
+SWEEP_OPTS := $(if $(WORKERS),--workers $(WORKERS)) $(if $(SCHEDULER),--scheduler $(call q,$(SCHEDULER)))
 NB_OUT := build/notebooks
 PAPERMILL := $(PY) -m papermill --log-output --no-progress-bar --cwd notebooks
 
 BOOK_OUT := build/book
 
-.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab
+.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab lab-student lab-grade
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: DATA_DIR=$(DATA_DIR)  PROFILE=$(PROFILE)  WORKERS=$(or $(WORKERS),<one per core>)  SCHEDULER=$(SCHEDULER)"
 
 paths: ## show the data, results and figures folders as the notebooks see them
-	@cd notebooks && $(abspath $(PY)) -c "from blockprune_utils.infra import paths as p; print(f'DATA_DIR={p.data_dir()}'); print(f'RESULTS_DIR={p.results_dir()}'); print(f'FIGURES_DIR={p.figures_dir()}')"
+	@cd notebooks && $(call q,$(call absolute,$(PY))) -c "from blockprune_utils.infra import paths as p; print(f'DATA_DIR={p.data_dir()}'); print(f'RESULTS_DIR={p.results_dir()}'); print(f'FIGURES_DIR={p.figures_dir()}')"
 
 venv: $(STAMP) ## create or refresh .venv (cheap when current)
 
@@ -90,8 +98,21 @@ book: $(STAMP) ## offline HTML edition of the executed notebooks in build/book (
 bench: $(STAMP) ## BSR speed benchmark ratio table (quick)
 	$(PY) -m blockprune_utils.bench --quick
 
-lab: $(STAMP) ## open the notebooks in JupyterLab
-	$(VENV)/bin/jupyter lab notebooks/
+# JupyterLab serves the repository root (so notebooks' links to docs/ and figures/ work) and opens on notebooks/;
+# containers often run as root, which Jupyter refuses without --allow-root.
+JUPYTER_OPTS := --notebook-dir=. --LabApp.default_url=/lab/tree/notebooks $(if $(filter 0,$(shell id -u)),--allow-root)
+LAB_NB := notebooks/10_lab_block_pruning.ipynb
+LAB_OUT := build/lab
+
+lab: $(STAMP) ## open JupyterLab on notebooks/ (00 the walkthrough, 10 the graded lab: about 2.5 h of student work)
+	$(VENV)/bin/jupyter lab $(JUPYTER_OPTS)
+
+lab-student: $(STAMP) ## write the lab's student version (solutions stripped) and its autograder into build/lab/
+	$(PY) -m blockprune_utils.lab student $(LAB_NB) --out $(LAB_OUT)
+
+lab-grade: $(STAMP) ## grade a submitted lab notebook: make lab-grade SUBMISSION=path/to/10_lab_block_pruning.ipynb
+	@test -n "$(SUBMISSION)" || { echo "give the notebook to grade: make lab-grade SUBMISSION=path/to/notebook.ipynb"; exit 2; }
+	sub=$(call q,$(SUBMISSION)); $(PY) -m blockprune_utils.lab grade "$$sub" --out "$${sub%.ipynb}.grades.json"
 
 lint: $(STAMP) ## ruff over the package, tests and notebooks
 	$(VENV)/bin/ruff check blockprune_utils tests notebooks
@@ -100,5 +121,9 @@ clean: ## remove build products (executed notebooks, caches); keeps .venv and re
 	rm -rf build .pytest_cache .ruff_cache .hypothesis
 	find . -name __pycache__ -type d -prune -not -path "./$(VENV)/*" -exec rm -rf {} +
 
+# Removes the one folder RESULTS_DIR names (quoted: a path with spaces stays one path),
+# and refuses a folder that holds this repository (RESULTS_DIR=/, .., or empty).
 clean-results: ## forget every cached run (results/)
-	rm -rf $(RESULTS_DIR)
+	@d="$$(realpath -m -- $(call q,$(RESULTS_DIR)))"; d="$${d%/}/"; case $(call q,$(CURDIR))/ in "$$d"*) \
+	  echo "make clean-results: refusing to remove RESULTS_DIR=$$d: it holds this repository" >&2; exit 2;; esac
+	rm -rf -- $(call q,$(RESULTS_DIR))

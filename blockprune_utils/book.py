@@ -8,6 +8,14 @@ script, style sheet, font or image from elsewhere (:func:`remote_urls` checks it
 Notebooks that ``make figures`` has not executed are executed here first (the
 walkthrough with its defaults, the others in the ``quick`` profile, which also
 shows the committed figures of the full run).
+
+The index says what each page is (a full run, or a quick run that only exercises
+the code), from the parameters papermill recorded in the executed notebook; every
+page links to the previous and next page and to the index.  Long code cells and
+cells that define helpers (mostly plotting) are folded under a "code" summary, and
+figures keep a readable size (the page scrolls sideways rather than shrinking a
+six-panel figure to a thumbnail).  The graded lab (notebook 10) is not a page: it
+holds the solutions.
 """
 from __future__ import annotations
 
@@ -31,13 +39,31 @@ PAGES = (
     ("01_lenet_mnist-fashion_mnist.ipynb", "01_lenet_mnist.ipynb", {"profile": "quick", "dataset": "fashion_mnist"}),
     ("02_bsr_speed.ipynb", "02_bsr_speed.ipynb", {"profile": "quick"}),
     ("03_cifar10_resnet18.ipynb", "03_cifar10_resnet18.ipynb", {"profile": "quick"}),
+    ("04_your_own_model.ipynb", "04_your_own_model.ipynb", {"profile": "paper"}),
 )
 
 # The lab template without the scripts it would load from the network (require.js,
 # MathJax, mermaid, the widget manager): the pages need none of them.
+# Folded cells (metadata "book_fold", set by fold_code_cells) wrap their input in <details>.
+_CSS = """
+.jp-Notebook { max-width: 1500px; margin: 0 auto; }
+.jp-MarkdownOutput { max-width: 62em; }
+.jp-OutputArea-output { overflow-x: auto; }
+.jp-RenderedImage img { max-width: max(100%, 1100px); height: auto; }
+details.book-fold > summary { cursor: pointer; color: #555; font-family: monospace; padding: 0.2em 0; }
+nav.book-nav { max-width: 1500px; margin: 0.5em auto; padding: 0.4em 1em; font-family: sans-serif;
+  display: flex; justify-content: space-between; border-bottom: 1px solid #ddd; }
+nav.book-nav.bottom { border-top: 1px solid #ddd; border-bottom: none; }
+p.book-kind { max-width: 1500px; margin: 0.3em auto; padding: 0 1em; font-family: sans-serif; color: #444; }
+"""
 _TEMPLATE = "\n".join(["{%- extends 'lab/index.html.j2' -%}"] + [
     f"{{%- block {b} -%}}{{%- endblock {b} -%}}"
-    for b in ("html_head_js_requirejs", "html_head_js_mathjax", "html_head_js_mermaidjs", "jupyter_widgets")]) + "\n"
+    for b in ("html_head_js_requirejs", "html_head_js_mathjax", "html_head_js_mermaidjs", "jupyter_widgets")] + [
+    "{%- block extra_css -%}<style>" + _CSS + "</style>{%- endblock extra_css -%}",
+    "{% block input_group -%}{%- if cell.metadata.get('book_fold') -%}"
+    "<details class=\"book-fold\"><summary>{{ cell.metadata.book_fold }}</summary>{{ super() }}</details>"
+    "{%- else -%}{{ super() }}{%- endif -%}{% endblock input_group %}"]) + "\n"
+FOLD_LINES = 15  # a code cell this long is folded; so is one that defines a function
 _LATEX_ERRORS = tuple(v for v in vars(latex_errors).values() if isinstance(v, type) and issubclass(v, Exception))
 _SKIP = re.compile(r"(<(pre|code|script|style|textarea)\b.*?</\2>)", re.S | re.I)
 _TAG = re.compile(r"(<[^>]*>)")
@@ -93,9 +119,58 @@ def exporter() -> HTMLExporter:
                         embed_images=True)
 
 
-def export_page(notebook: Path, out: Path, exp: HTMLExporter | None = None) -> Path:
-    """One executed notebook -> one offline HTML page."""
-    body, _ = (exp or exporter()).from_notebook_node(nbformat.read(str(notebook), as_version=4))
+def fold_code_cells(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Mark for folding the code cells of ``FOLD_LINES`` lines or more and those that
+    define a function (the parameters cell stays open); a cell tagged ``book-show``
+    is never folded, one tagged ``book-fold`` always is."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.get("tags", [])
+        lines = cell.source.count("\n") + 1
+        defines = re.search(r"^(def|class) ", cell.source, re.M) is not None
+        if "book-fold" in tags or ("book-show" not in tags and "parameters" not in tags
+                                   and (lines >= FOLD_LINES or defines)):
+            what = "helper code" if defines else "code"
+            cell.metadata["book_fold"] = f"{what} ({lines} lines): click to show"
+    return nb
+
+
+def page_kind(notebook: Path, params: dict | None = None) -> str:
+    """What a page is: a full run, or a quick run, from the parameters papermill recorded
+    (or, for a notebook executed elsewhere, the parameters it is listed with)."""
+    nb = nbformat.read(str(notebook), as_version=4)
+    recorded = nb.metadata.get("papermill", {}).get("parameters")
+    p = dict(params or {}) if recorded is None else dict(recorded)
+    profile = p.get("profile")
+    if profile is None:
+        return "runs in full with its defaults (it has no profile)"
+    if profile == "quick":
+        return ("quick run (quick profile): a few minutes' worth that exercises the code; its numbers are not results, "
+                "the committed figures of the full run are shown on the page")
+    return f"full run ({profile} profile)"
+
+
+def _nav(links: dict, where: str) -> str:
+    def a(key, label):
+        if not links.get(key):
+            return "<span></span>"
+        href, title = links[key]
+        return f'<a href="{html.escape(href)}">{label} {html.escape(title)}</a>'
+    return (f'<nav class="book-nav {where}">{a("prev", "&larr;")}<a href="index.html">index</a>'
+            f'{a("next", "&rarr;")}</nav>')
+
+
+def export_page(notebook: Path, out: Path, exp: HTMLExporter | None = None, links: dict | None = None,
+                kind: str | None = None) -> Path:
+    """One executed notebook -> one offline HTML page; ``links`` ({"prev": (href, title),
+    "next": ...}) adds the navigation bars, ``kind`` a line saying what the page is."""
+    nb = fold_code_cells(nbformat.read(str(notebook), as_version=4))
+    body, _ = (exp or exporter()).from_notebook_node(nb)
+    if links is not None:
+        top = _nav(links, "top") + (f'<p class="book-kind">This page: {html.escape(kind)}.</p>' if kind else "")
+        body = re.sub(r"(<body[^>]*>)", lambda m: m.group(1) + top, body, count=1)
+        body = body.replace("</body>", _nav(links, "bottom") + "</body>", 1)
     page = math_to_mathml(body)
     bad = remote_urls(page)
     if bad:
@@ -157,16 +232,26 @@ def build_book(executed: Path, out: Path, notebooks: Path | None = None, pages=P
     exp = exporter()
     items = []
     titles = page_titles(files, pages)
-    for nb_path in files:
-        page = export_page(nb_path, out / f"{nb_path.stem}.html", exp)
+    params = {name: p for name, _, p in pages}
+    hrefs = [f"{f.stem}.html" for f in files]
+    for i, nb_path in enumerate(files):
+        links = {"prev": (hrefs[i - 1], titles[files[i - 1]]) if i else None,
+                 "next": (hrefs[i + 1], titles[files[i + 1]]) if i + 1 < len(files) else None}
+        kind = page_kind(nb_path, params.get(nb_path.name))
+        page = export_page(nb_path, out / hrefs[i], exp, links, kind)
         items.append(f'<li><a href="{page.name}">{html.escape(titles[nb_path])}</a> '
-                     f'<small>({html.escape(nb_path.stem)})</small></li>')
+                     f'<small>({html.escape(nb_path.stem)})</small><br>{html.escape(kind)}</li>')
     index = out / "index.html"
     index.write_text(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>blockprune: the notebooks</title>"
-        "<style>body{font-family:sans-serif;max-width:46em;margin:3em auto;line-height:1.5}</style></head><body>"
+        "<style>body{font-family:sans-serif;max-width:46em;margin:3em auto;line-height:1.5}li{margin-bottom:0.8em}"
+        "</style></head><body>"
         "<h1>blockprune: block pruning, read along</h1><p>The executed notebooks of the study; they read offline. "
-        "The figures of the full run, with their data, are in <code>figures/</code>.</p><ol>"
+        "Each entry says whether its page is a full run or a quick run (which only exercises the code; the page then "
+        "shows the committed figures of the full run). Every page links to the previous and next one. Long code and "
+        "plotting helpers are folded: click <i>code</i> to show them. The figures of the full run, with their data, "
+        "are in <code>figures/</code>. The graded lab, notebook 10, is not here: it holds the solutions "
+        "(<code>make lab-student</code> writes the version for students).</p><ol>"
         + "".join(items) + "</ol></body></html>\n", encoding="utf-8")
     return index
 

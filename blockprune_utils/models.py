@@ -1,4 +1,5 @@
-"""The study's networks: LeNet-300-100 and the CIFAR form of ResNet18."""
+"""The study's networks: LeNet-300-100 and the CIFAR form of ResNet18; and a small
+transformer on MNIST rows, the "your own model" example."""
 from __future__ import annotations
 
 import torch
@@ -55,3 +56,36 @@ class ResNet18Cifar(nn.Module):
 
     def conv_layer_names(self) -> list[str]:
         return [f"backbone.{n}" for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def pretrained_lenet() -> LeNet300100:
+    """The LeNet-300-100 trained on MNIST that ships with the package (the study's
+    paper-profile baseline, seed 0; see :mod:`blockprune_utils.pretrained`), in eval
+    mode on the CPU."""
+    from .pretrained import load_lenet
+
+    return load_lenet()
+
+
+class RowTransformer(nn.Module):
+    """A small transformer encoder that reads an image as a sequence of its rows
+    (MNIST: 28 tokens of 28 pixels): a Linear embedding of each row plus a learnt
+    position embedding, ``layers`` ``nn.TransformerEncoderLayer`` (batch first,
+    pre-norm), the mean over tokens, and a Linear ``head``.  Takes (batch, rows,
+    cols) or (batch, 1, rows, cols) inputs."""
+
+    def __init__(self, rows: int = 28, cols: int = 28, d_model: int = 64, nhead: int = 4, dim_feedforward: int = 256,
+                 layers: int = 2, num_classes: int = 10):
+        super().__init__()
+        self.embed = nn.Linear(cols, d_model)
+        self.position = nn.Parameter(torch.zeros(rows, d_model))
+        layer = nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d_model)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], *x.shape[-2:])
+        h = self.encoder(self.embed(x) + self.position)
+        return self.head(self.norm(h.mean(dim=1)))

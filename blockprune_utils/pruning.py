@@ -37,6 +37,13 @@ def _check_pair(scores: torch.Tensor, alive: torch.Tensor) -> None:
         raise ValueError(f"scores of shape {tuple(scores.shape)} do not match alive mask of shape {tuple(alive.shape)}")
     if alive.dtype != torch.bool:
         raise TypeError(f"alive mask must be bool, got {alive.dtype}")
+    if alive.numel() == 0:
+        raise ValueError(f"block grid of shape {tuple(alive.shape)} holds no blocks (the layer's weight has a zero "
+                         "dimension): leave that layer out of the pruned ones")
+    n_nan = int(torch.isnan(scores).sum()) if scores.is_floating_point() else 0
+    if n_nan:
+        raise ValueError(f"block scores hold {n_nan} NaN value(s) of {scores.numel()}: NaN cannot be ranked; "
+                         "give finite scores")
 
 
 def n_to_prune(p: float, n_alive: int) -> int:

@@ -16,7 +16,7 @@ import argparse
 import sys
 import time
 
-from .engine import default_workers, run_tasks
+from .engine import SweepError, check_scheduler, default_workers, run_tasks
 from .infra.paths import data_dir, results_dir
 from .studies.cifar import cli as cifar_cli
 from .studies.lenet import DATASETS, PROFILES, VARIANTS, run_config, store_for, tasks
@@ -25,7 +25,8 @@ LAYOUT = """\
 package layout (imports point down the data flow):
   blocks, pruning, masks, schedule   the method: k x k blocks, scores, which blocks, masks, BlockPruner, prune_retrain
   models, data, train                networks, MNIST / Fashion-MNIST, training and evaluation
-  bsr/                               BSR conversion, BSR layers, lean numpy path, numba kernels, automatic backend
+  bsr/                               BSR conversion, BSR layers, lean numpy path, numba kernels, automatic backend,
+                                     block-sparse training layers
   infra/                             paths, results store (rows under a config hash), provenance, seeds, figures
   studies/base.py                    the study skeleton: profiles, tasks, resumable prune -> retrain rounds
   studies/lenet/, studies/cifar/     the two studies: config (+ profiles, row schema), runs, summaries
@@ -33,6 +34,17 @@ package layout (imports point down the data flow):
   engine.py, sweep.py                run a study's tasks (in-process or Dask); this command line
   plots/                             plots that take result rows
 """
+
+
+def workers_count(text: str) -> int:
+    """``--workers``: a whole number >= 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number >= 1 (1 = run in this process)")
+    return n
 
 
 def lenet_main(argv) -> int:
@@ -45,19 +57,32 @@ def lenet_main(argv) -> int:
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS)
     parser.add_argument("--authors", action="store_true", help="reproduce the authors' training choices")
-    parser.add_argument("--workers", type=int, default=default_workers(),
+    parser.add_argument("--workers", type=workers_count, default=default_workers(),
                         help="local worker processes, one thread each (default: one per core); 1 = in this process")
     parser.add_argument("--scheduler", help="address (tcp://host:port) or scheduler file of a running Dask cluster")
+    parser.add_argument("--worker-timeout", type=float, default=120.0, metavar="SECONDS",
+                        help="give up when no Dask worker has joined after this long (default: 120)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     t0 = time.perf_counter()
-    todo = tasks(args.profile, args.dataset, args.ks, args.seeds, args.variants, authors=args.authors,
-                 results_root=results_dir(), data_root=data_dir())
+    try:  # every argument checked before any work
+        if not args.worker_timeout > 0:
+            raise ValueError(f"--worker-timeout must be > 0 seconds, got {args.worker_timeout}")
+        if args.scheduler is not None:
+            check_scheduler(args.scheduler)
+        todo = tasks(args.profile, args.dataset, args.ks, args.seeds, args.variants, authors=args.authors,
+                     results_root=results_dir(), data_root=data_dir())
+    except ValueError as err:
+        parser.error(str(err))
     where = args.scheduler or (f"{args.workers} local workers" if args.workers > 1 else "this process")
     print(f"lenet {' '.join(args.dataset)} profile={args.profile}: {len(todo)} tasks to run on {where}", flush=True)
     if todo:
-        run_tasks(todo, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
-                  desc=f"lenet {args.profile}")
+        try:
+            run_tasks(todo, workers=args.workers, scheduler=args.scheduler, progress=not args.no_progress,
+                      desc=f"lenet {args.profile}", worker_timeout=args.worker_timeout)
+        except SweepError as err:
+            print(f"lenet: {err}", file=sys.stderr)
+            return 1
     for ds in args.dataset:
         store = store_for(run_config(args.profile, ds, args.authors))
         print(f"lenet {ds}: {len(store.rows())} rows in {store.dir}")

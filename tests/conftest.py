@@ -3,8 +3,9 @@
 * ``DATA_DIR``: when it does not hold MNIST and the offline copy ``../shared/data``
   is beside the repo, the tests use that (CI sets DATA_DIR itself in .ci/run).
 * ``run_notebook``: executes a notebook with papermill in a temporary place, with
-  ``RESULTS_DIR`` and ``FIGURES_DIR`` pointed at temporary folders so that tests
-  never touch ``results/`` or ``figures/``.
+  ``RESULTS_DIR``, ``FIGURES_DIR`` and ``QUICK_FIGURES_DIR`` pointed at temporary
+  folders so that tests never touch ``results/``, ``figures/`` or ``build/``; after
+  a quick-profile run it checks that nothing was written to the full-run folder.
 """
 from __future__ import annotations
 
@@ -52,6 +53,7 @@ def private_study(tmp_path_factory, name: str, profiles: dict, entries: dict, *,
             mp.setenv("RESULTS_DIR", str(root / "results"))
             if figures:
                 mp.setenv("FIGURES_DIR", str(root / "figures"))
+                mp.setenv("QUICK_FIGURES_DIR", str(root / "figures-quick"))
             for key, value in entries.items():
                 mp.setitem(profiles, key, value)
             yield root
@@ -76,18 +78,34 @@ def run_notebook(tmp_path, monkeypatch):
 
     results = tmp_path / "results"
     figures = tmp_path / "figures"
+    quick_figures = tmp_path / "figures-quick"
     monkeypatch.setenv("RESULTS_DIR", str(results))
     monkeypatch.setenv("FIGURES_DIR", str(figures))
+    monkeypatch.setenv("QUICK_FIGURES_DIR", str(quick_figures))
 
     def run(name: str, **parameters) -> Path:
         out = tmp_path / f"executed-{name}"
+        before = folder_digest(figures)
         pm.execute_notebook(
             str(REPO / "notebooks" / name), str(out), parameters=parameters,
             cwd=str(REPO / "notebooks"), kernel_name="python3", progress_bar=False,
         )
         assert_no_stderr(out)
+        if parameters.get("profile", "quick") == "quick":
+            assert folder_digest(figures) == before, f"a quick run of {name} wrote into FIGURES_DIR"
         return out
 
     run.results_dir = results
     run.figures_dir = figures
+    run.quick_figures_dir = quick_figures
     return run
+
+
+def folder_digest(folder: Path) -> dict:
+    """{relative path: sha256} of every file under ``folder`` (empty when it does not exist)."""
+    import hashlib
+
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}

@@ -251,8 +251,8 @@ def test_kernel_bar_reads_the_numba_rows():
 def test_cli_models_ends_with_the_kernel_bar(capsys):
     assert B.main(["--quick", "--only", "models", "--no-progress"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    m = re.fullmatch(r"kernel bar: batch1_vs_fastest_dense=(\S+) batch256_frac_of_ideal=(\S+) bsr_over_csr_b256_k4=(\S+)",
-                     last)
+    m = re.fullmatch(r"kernel bar: batch1_vs_fastest_dense=(\S+) batch256_frac_of_ideal=(\S+) bsr_over_csr_b256_k4=(\S+)"
+                     r" mlp_k16_frac_of_ideal=(\S+) mlp_k32_frac_of_ideal=(\S+)", last)
     assert m and all(float(v) > 0 for v in m.groups()), last
 
 

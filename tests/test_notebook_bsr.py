@@ -22,7 +22,8 @@ def test_bsr_notebook_runs_and_writes_its_figures(run_notebook):
     assert "0 format(s) failed" in text and "0 variant(s) failed" in text
     assert "at least 5x over the dense model" in text
     expected = FIGURES + (("bsr_cache_misses",) if valgrind_path() else ())
-    figs = run_notebook.figures_dir
+    figs = run_notebook.quick_figures_dir
+    assert not run_notebook.figures_dir.exists()  # the full-run folder is left alone
     for name in expected:
         for ext in ("png", "svg", "csv", "json"):
             assert (figs / f"{name}.{ext}").exists(), f"{name}.{ext} missing"

@@ -54,15 +54,19 @@ def test_notebook_quick_then_full_profiles(run_notebook):
     assert _stderr(out) == []
     text = _text(out)
     assert "Quick profile: these numbers test the code" in text and "result rows" in text
-    figs = run_notebook.figures_dir
+    quick_figs = run_notebook.quick_figures_dir
     for name in ("cifar_head_pruning_quick", "cifar_conv_pruning_quick", "cifar_head_blocks_quick"):
-        assert (figs / f"{name}.png").exists(), name
-        meta = json.loads((figs / f"{name}.json").read_text())
+        assert (quick_figs / f"{name}.png").exists(), name
+        meta = json.loads((quick_figs / f"{name}.json").read_text())
         assert meta["profile"] == "quick" and meta["seeds"] == [0]
         assert meta["dataset"] in (cdata.SOURCE_ORIGINAL, cdata.SOURCE_JPEG)
         assert meta["run_commits"] and meta["run_devices"]  # the rows the figure is drawn from
 
+    assert not run_notebook.figures_dir.exists()  # the full-run folder is left alone
+
     # The full profiles plot whatever result tables the figures folder holds.
+    figs = run_notebook.figures_dir
+    figs.mkdir()
     export = run_notebook.results_dir / "cifar" / "export"
     shutil.copy(export / "cifar_quick_results_all.csv", figs / "cifar_paper_results_all.csv")
     shutil.copy(export / "cifar_quick_head_blocks.csv", figs / "cifar_paper_head_blocks.csv")

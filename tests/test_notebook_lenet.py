@@ -14,14 +14,15 @@ FIGURES = ("acc_vs_density", "acc_vs_k", "random_controls", "weights", "sensitiv
 def test_lenet_notebook_quick(run_notebook, data_dir, dataset):
     run_notebook("01_lenet_mnist.ipynb", profile="quick", dataset=dataset)
     for name in FIGURES:
-        stem = run_notebook.figures_dir / f"lenet_{dataset}_{name}"
+        stem = run_notebook.quick_figures_dir / f"lenet_{dataset}_{name}"
         for ext in ("png", "svg", "csv", "json"):
             path = stem.with_suffix(f".{ext}")
             assert path.exists() and path.stat().st_size > 0, path
         meta = json.loads(stem.with_suffix(".json").read_text())
         assert meta["dataset"] == dataset and meta["profile"] == "quick" and meta["seeds"] == [0]
         assert meta["device"].startswith("cpu")
-    assert (run_notebook.figures_dir / "README.md").exists()
+    assert (run_notebook.quick_figures_dir / "README.md").exists()
+    assert not run_notebook.figures_dir.exists()  # the full-run folder is left alone
     rows = list(run_notebook.results_dir.glob("lenet/*/rows/*.json"))
     assert rows and not list(run_notebook.results_dir.rglob("*.tmp"))
 

@@ -19,6 +19,9 @@ and kept in a :class:`~blockprune_utils.infra.store.ResultStore`:
   dense kernels of scipy, OpenBLAS and numba (valgrind's cachegrind; :mod:`.valgrind`).
 * :func:`storage_rows` (:mod:`.storage`) - bytes of dense, CSR and BSR storage.
 
+:mod:`.training` times block-sparse training and a transformer-sized MLP (the
+``training`` part: the last two lines of the command line, "kernel bar" and
+"training bar") and measures the crossover density below which layers train sparse.
 :func:`gpu_rows` (:mod:`.gpu`) adds torch dense against sparse BSR on CUDA.  The
 weights (:mod:`.weights`) are the LeNet study's trained, pruned models when its
 store has them, else a seeded untrained LeNet pruned by the same schedule.
@@ -53,6 +56,7 @@ from .models import MODEL_SCHEMA, measure_model, model_rows
 from .products import MATRIX_SCHEMA, build_operands, matrix_rows, measure_matrix
 from .storage import STORAGE_SCHEMA, storage_rows
 from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
+from .training import epoch_table, mlp_bar, training_bar, training_crossover
 from .weights import (
     Matrix,
     describe_weights,
@@ -73,3 +77,4 @@ __all__ = [
     "speedup_table", "storage_table", "Matrix", "describe_weights", "lenet_matrices", "pruned_lenet_model",
     "synthetic_matrices", "synthetic_matrix", "untrained_pruned_lenets",
 ]
+__all__ += ["epoch_table", "mlp_bar", "training_bar", "training_crossover"]

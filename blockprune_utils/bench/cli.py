@@ -17,8 +17,9 @@ from .models import model_rows
 from .products import matrix_rows
 from .storage import storage_rows
 from .tables import frame, gpu_table, kernel_bar, model_table, speedup_summary, speedup_table, storage_table
+from .training import bar_line, mlp_bar, training_bar
 
-PARTS = ("matrices", "models", "storage", "cache")
+PARTS = ("matrices", "models", "storage", "cache", "training")
 CACHE_COLUMNS = ["matrix", "fmt", "batch", "k", "density", "instructions", "data_refs", "d1_misses", "ll_misses",
                  "d1_miss_ratio", "ll_miss_ratio", "counted_isa", "ok"]
 
@@ -38,10 +39,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     """Run the chosen parts of the benchmark and print their tables; returns the exit status."""
-    a = parser().parse_args(argv)
+    p = parser()
+    a = p.parse_args(argv)
     profile = a.profile or ("quick" if a.quick else "paper")
     cfg = get_config(profile)
-    parts = set(a.only.split(","))
+    parts = {part.strip() for part in a.only.split(",") if part.strip()}
+    if not parts or parts - set(PARTS):
+        p.error(f"--only {a.only!r} names {sorted(parts - set(PARTS)) or 'no part'}; choose from {', '.join(PARTS)}")
     progress = not a.no_progress
     pd.set_option("display.width", 200)
     pd.set_option("display.max_columns", 40)
@@ -99,7 +103,14 @@ def main(argv=None) -> int:
     if a.out and frames:
         pd.concat(frames, ignore_index=True).to_csv(a.out, index=False)
         print(f"\nrows written to {a.out}")
+    if bar is not None:  # the numba kernels on the pruned LeNet (k = 4, last round) and a transformer-sized MLP, one thread
+        bar.update(mlp_bar())
+    train_bar = None  # quick: 100 minibatches per epoch (a full LeNet epoch is 430), the best of 2
+    if "training" in parts:
+        train_bar = training_bar(steps=100, repeats=2) if profile == "quick" else training_bar(steps=430)
     print(f"\ndone in {time.perf_counter() - t0:.0f} s")
-    if bar is not None:  # last line: the numba kernels on the pruned LeNet (k = 4, last round, one thread)
-        print("kernel bar: " + " ".join(f"{name}={value:.3g}" for name, value in bar.items()))
+    if bar is not None:
+        print(bar_line("kernel bar", bar))
+    if train_bar is not None:  # last line: LeNet retraining, dense-masked / block-sparse time (k = 4, one thread)
+        print(bar_line("training bar", train_bar))
     return 0

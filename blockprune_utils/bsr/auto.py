@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..masks import dense_state_dict
-from .layers import BACKENDS, FUSED, BSRLinear, to_bsr_model
+from .layers import BACKENDS, FUSED, BSRLinear, to_bsr_model, unsupported
 from .lean import LEAN_FORMATS, LeanLayer, LeanMLP, linear_layers, reference_forward
 from .timing import KERNEL_ERRORS, RTOL, as_numpy, close_enough, measurably_faster, num_threads, time_calls
 
@@ -28,9 +28,11 @@ PATHS = ("module", "lean")
 
 
 def _module_candidates(w, b, k) -> dict:
-    """One layer as a :class:`BSRLinear` of each backend that can hold it (numba: k <= 8)."""
+    """One layer as a :class:`BSRLinear` of each backend that can hold it (:func:`~.layers.unsupported`)."""
     out = {}
     for be in BACKENDS:
+        if unsupported(be, k):
+            continue
         try:
             out[be] = BSRLinear(w, b, k, backend=be)
         except KERNEL_ERRORS:
@@ -182,3 +184,57 @@ def auto_backends(model: nn.Module, k, batch: int, **kwargs) -> dict[str, str]:
     arguments: ``threads`` (default 1; 0 = all cores), ``budget_s``, ``margin``,
     ``seed``, ``layers`` (default every Linear), ``min_repeats``, ``max_repeats``."""
     return auto_choice(model, k, batch, **kwargs)[0]
+
+
+def layer_rows(model: nn.Module, example, names) -> dict[str, int]:
+    """How many rows (samples x positions) reach each named Linear layer when ``model``
+    runs on ``example`` (an input tensor, or a shape: a float32 standard normal input
+    of that shape is used); a layer the forward does not call is left out.  The
+    output projection of an ``nn.MultiheadAttention`` counts the queries that reach
+    the attention module."""
+    if example is None:
+        raise ValueError("backend='auto' measures each layer at the size it runs at: pass example= (an input tensor "
+                         "of the model, or its shape)")
+    if not isinstance(example, torch.Tensor):
+        example = torch.randn(tuple(example), generator=torch.Generator().manual_seed(0))
+    rows, hooks = {}, []
+    for name in names:
+        module = model.get_submodule(name)
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        if child == "out_proj" and isinstance(parent, nn.MultiheadAttention):  # it reads out_proj.weight: count queries
+            module = parent
+
+        def hook(mod, args, kwargs, name=name, width=module.embed_dim if module is parent else module.in_features):
+            x = args[0] if args else kwargs["query"]
+            rows[name] = max(rows.get(name, 0), x.numel() // width)
+
+        hooks.append(module.register_forward_pre_hook(hook, with_kwargs=True))
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+    return rows
+
+
+def auto_layer_backends(model: nn.Module, k, example, names, **kwargs) -> dict[str, str]:
+    """The fastest measured :class:`BSRLinear` backend of each named Linear layer of
+    any model, each timed (:func:`auto_choice`, one layer at a time) at the number of
+    rows that reach it on ``example`` (:func:`layer_rows`).  A layer the forward does
+    not call stays ``"dense"``.  ``kwargs`` go to :func:`auto_choice`.  The
+    candidates run on the CPU, so the model must be there."""
+    devices = {p.device.type for p in model.parameters()}
+    if devices - {"cpu"}:
+        raise ValueError(f"backend='auto' times the CPU backends, but the model is on {sorted(devices)}: convert a CPU "
+                         "copy, or name a backend ('torch' also runs on a GPU)")
+    rows = layer_rows(model, example, names)
+    choice = {}
+    for name in names:
+        kk = k[name] if isinstance(k, Mapping) else k
+        if name not in rows:
+            choice[name] = "dense"
+            continue
+        choice.update(auto_choice(model, {name: kk}, rows[name], layers=[name], verify_model=False, **kwargs)[0])
+    return choice

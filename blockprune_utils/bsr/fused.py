@@ -39,7 +39,9 @@ from torch import nn
 
 from ..masks import dense_state_dict
 from . import jit as _jit
+from . import train_kernels as _train_kernels
 from . import transpose as _transpose_module
+from . import vec as _vec
 from .jit import unique_jit
 from .kernels import FORMATS, bsr_kernel, kernel_arrays
 from .transpose import transpose as transpose_into
@@ -50,12 +52,13 @@ _META = 8  # rows of indptr, nnz(b), data offset, indices offset, indptr offset,
 _F32 = np.dtype(np.float32)
 TILE = 256  # samples per batch tile (see the module docstring)
 # the compiled forwards embed the kernels and the transpose: a change of either must invalidate their disk cache too
-_SOURCES = hashlib.sha256(b"".join(Path(m.__file__).read_bytes() for m in (_jit, _transpose_module))).hexdigest()[:16]
+_SOURCES = hashlib.sha256(b"".join(Path(m.__file__).read_bytes()
+                                   for m in (_jit, _transpose_module, _vec, _train_kernels))).hexdigest()[:16]
 
 
 def layer_product(code, data, indices, indptr, x, y, bias, relu):
     """Run a kernel from numba-compiled code, chosen at compile time by the literal
-    ``code = k + 16 * parallel`` (k = 1: CSR) and by ``x.ndim``; ``data`` is flat
+    ``code = k + 128 * parallel`` (k = 1: CSR) and by ``x.ndim``; ``data`` is flat
     (nnzb * k * k,).  Referring to the kernels through this overload, rather than
     holding their dispatchers in closures, keeps numba's disk cache keys deterministic;
     each implementation is named after its variant (see :func:`.jit.unique_jit`)."""
@@ -66,7 +69,7 @@ def layer_product(code, data, indices, indptr, x, y, bias, relu):
 def _layer_product(code, data, indices, indptr, x, y, bias, relu):
     if not isinstance(code, types.IntegerLiteral):
         return None
-    k, parallel = code.literal_value % 16, code.literal_value >= 16
+    k, parallel = code.literal_value % 128, code.literal_value >= 128
     kernel = bsr_kernel(k, x.ndim == 2, parallel)
     if k == 1:
         def impl(code, data, indices, indptr, x, y, bias, relu):
@@ -98,7 +101,7 @@ def fused_kernel(fmt: str, k: int, batched: bool, parallel: bool, tile: int = TI
 
 @functools.lru_cache(maxsize=None)
 def _fused_kernel(kk: int, batched: bool, parallel: bool, tile: int):
-    code = kk + 16 * parallel  # picks the layer kernel at compile time
+    code = kk + 128 * parallel  # picks the layer kernel at compile time
     tag = (kk, batched, parallel, tile, _SOURCES)  # closure cells: numba's disk cache keys on them
 
     name = f"fused_forward_k{kk}_{'parallel' if parallel else 'serial'}"
@@ -169,7 +172,7 @@ class NumbaMLP:
     """Inference-only sparse forward of a pruned MLP (Linear, ReLU, ..., Linear).
 
     ``model_or_weights``: a (masked) model, its state_dict (``"fc1.weight"`` keys)
-    or a list of (weight, bias) pairs; ``fmt`` ``"bsr"`` (block size ``k``, 1..8)
+    or a list of (weight, bias) pairs; ``fmt`` ``"bsr"`` (block size ``k``, 1..64)
     or ``"csr"``; ``layers`` the Linear layers in order; ``block_masks`` (BSR, one
     per layer or None) the blocks to store (default: those holding a non-zero);
     ``parallel`` splits each layer's rows over numba's threads; ``tile`` the samples

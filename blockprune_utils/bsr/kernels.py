@@ -14,10 +14,12 @@ output rows (one row per pass for k = 7, 8, which would spill registers); CSR su
 four stored entries of a row per pass, the same saving on the loads and stores of
 y.  Matrix-vector: BSR accumulates a block row as k vectors of k lanes
 (contiguous loads of the row-major blocks, one horizontal sum per row); CSR keeps
-four partial sums per row.  k is a compile-time constant: one kernel per (k,
+four partial sums per row.  For k <= 8, k is a compile-time constant: one kernel per (k,
 batched, parallel), defined in :mod:`.jit` (which imports no torch), compiled on
 first use and cached on disk (``cache=True``: ``__pycache__`` beside that file, or
-numba's user cache directory when that is read-only).  k = 1 is CSR.  Products are contracted into FMAs (``fastmath=
+numba's user cache directory when that is read-only); k = 9 .. 64 share the
+kernels of :mod:`.train_kernels` (blocks as small dense products, 16 samples by 4
+rows of y in registers).  k = 1 is CSR.  Products are contracted into FMAs (``fastmath=
 {"contract"}``, no other fast-math flag) and sums are grouped per block / per
 four entries, a reassociation of the dense order: results agree with a float64
 product to float32 rounding.  BSR shapes need not be multiples of k: the

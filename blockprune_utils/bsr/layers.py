@@ -17,6 +17,7 @@ like ``scipy``, serve inference only (no autograd).
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -25,17 +26,33 @@ from torch import nn
 
 from ..blocks import check_block_size
 from ..masks import dense_state_dict
+from .attention import BSRMultiheadAttention
 from .convert import padded_shape, to_scipy_bsr, to_torch_bsr
 from .fused import TILE, NumbaMLP
+from .jit import check_k
 from .lean import linear_layers, reference_forward
+from .swap import places_of, swap_plan, switch_off_fast_paths
 from .timing import RTOL, close_enough
 
 BACKENDS = ("torch", "scipy", "numba", "dense")
 FUSED = "fused"  # the whole model as one FusedMLP (to_bsr_model only)
+AUTO = "auto"  # each layer's backend chosen by measurement (to_bsr_model only)
+WEIGHT_DTYPES = (torch.float32, torch.float64)
 # How far (in units of |W||x|) a model's own float32 forward may be from the float64
 # Linear-ReLU chain and still count as that chain: float32 rounding stays near 1e-6,
 # while a final softmax (LeNet with authors_softmax) already deviates by about 5e-4.
 STRUCTURE_RTOL = 2e-5
+
+
+def unsupported(backend: str, k: int) -> str | None:
+    """Why ``backend`` cannot hold k x k blocks, or None when it can (the numba
+    kernels are compiled for a range of k; the other backends take any k)."""
+    if backend == "numba":
+        try:
+            check_k(k)
+        except ValueError as e:
+            return str(e)
+    return None
 
 
 def _numpy_result(y: np.ndarray, like: torch.Tensor) -> torch.Tensor:
@@ -48,9 +65,10 @@ class BSRLinear(nn.Module):
 
     ``backend``: ``"torch"`` (torch sparse BSR, CPU or GPU), ``"scipy"`` (CPU,
     ``scipy.sparse.bsr_matrix``; inference only, no autograd), ``"numba"`` (CPU,
-    the compiled BSR kernel of :mod:`.kernels` with bias added inside, 1 <= k <= 8,
-    float32; inference only) or ``"dense"`` (a dense copy: the reference the others
-    are compared with, and what the automatic backend choice falls back to).
+    the compiled BSR kernel of :mod:`.kernels` with bias added inside, for the k the
+    kernels are compiled for (:func:`unsupported`), float32; inference only) or
+    ``"dense"`` (a dense copy: the reference the others are compared with, and what
+    the automatic backend choice falls back to).  Weights must be float32 or float64.
     """
 
     def __init__(self, weight: torch.Tensor, bias, k: int, block_mask=None, backend: str = "torch"):
@@ -58,6 +76,12 @@ class BSRLinear(nn.Module):
         if backend not in BACKENDS:
             raise ValueError(f"unknown BSR backend {backend!r}; choose one of {BACKENDS}")
         self.k = check_block_size(k)
+        if weight.dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"BSR layers hold {[str(d) for d in WEIGHT_DTYPES]} weights, got {weight.dtype}: "
+                             "convert with .float() first")
+        why = unsupported(backend, self.k)
+        if why:
+            raise ValueError(f"backend {backend!r} cannot hold k={self.k}: {why}")
         self.backend = backend
         self.out_features, self.in_features = weight.shape
         self.padded = padded_shape(weight.shape, k)
@@ -150,32 +174,90 @@ def _check_fused(model: nn.Module, fused: FusedMLP, names) -> None:
         raise RuntimeError(f"the fused forward differs from the model (max deviation {err:.3g} of |W||x|)")
 
 
-def to_bsr_model(model: nn.Module, k, backend="torch", layers=None) -> nn.Module:
+def _choices(names, backend) -> dict[str, str]:
+    chosen = {n: (backend[n] if isinstance(backend, Mapping) else backend) for n in names}
+    bad = {n: b for n, b in chosen.items() if b not in BACKENDS + (AUTO, FUSED)}
+    if bad:
+        raise ValueError(f"unknown BSR backend(s) {bad}; choose one of {BACKENDS + (AUTO, FUSED)}")
+    return chosen
+
+
+def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None, auto_options=None) -> nn.Module:
     """A copy of ``model`` in eval mode whose (masked) Linear layers are BSRLinear.
 
-    ``k`` is one block size or a dict layer-name -> k; ``backend`` one of
-    :data:`BACKENDS` or a dict layer-name -> backend.  ``layers`` defaults to every
-    Linear layer.  Masks are read from the pruned weights' zero pattern at block
-    granularity.  ``backend="fused"`` (or a dict giving every layer ``"fused"``)
-    returns instead a :class:`FusedMLP` of the whole model, after checking on a
-    random input that the model's forward is Linear, ReLU, ..., Linear over
-    ``layers`` (a ValueError names the deviation otherwise).
+    Works on any ``nn.Module``: ``k`` is one block size or a dict layer-name -> k;
+    ``backend`` one of :data:`BACKENDS`, ``"auto"``, or a dict layer-name -> backend.
+    ``layers`` defaults to every Linear layer.  Masks are read from the pruned
+    weights' zero pattern at block granularity.  A layer held in several places (a
+    shared module) is swapped everywhere for one BSR layer.  A layer that some module
+    reads the weight of directly (a weight tied to an embedding, a custom module
+    reading ``self.fc.weight``) stays dense, and one warning names each such layer
+    and the reason (:mod:`.swap`).  The output projection of an
+    ``nn.MultiheadAttention`` is converted, the attention module around it replaced by
+    a :class:`~.attention.BSRMultiheadAttention` that calls it; torch's fused
+    transformer inference paths, which read the weights too, are switched off in
+    the copy.  ``backends_of(result)`` says which
+    backend each layer got.
+
+    ``backend="auto"`` picks each layer's backend by a short measurement
+    (:func:`~.auto.auto_choice`) at the number of rows that reach the layer when the
+    model runs on ``example`` (an input tensor, or a shape for a float32 normal
+    one; ``auto_options``: keyword arguments of the measurement, such as a longer
+    ``budget_s`` on a busy machine); a backend that cannot hold a layer
+    (:func:`unsupported`) is never picked, while naming such a backend explicitly is
+    a ValueError.  ``backend="fused"``
+    (or a dict giving every layer ``"fused"``) returns instead a :class:`FusedMLP` of
+    the whole model, after checking on a random input that the model's forward is
+    Linear, ReLU, ..., Linear over ``layers`` (a ValueError names the deviation
+    otherwise).
     """
     bsr_model = copy.deepcopy(model).eval()
     names = list(layers or [n for n, m in bsr_model.named_modules() if isinstance(m, nn.Linear)])
-    chosen = {n: (backend[n] if isinstance(backend, Mapping) else backend) for n in names}
+    chosen = _choices(names, backend)
     if FUSED in chosen.values():
         if set(chosen.values()) != {FUSED}:
             raise ValueError(f"backend 'fused' runs the whole model: give it to every layer, got {chosen}")
         fused = FusedMLP(bsr_model, k, names).eval()
         _check_fused(bsr_model, fused, names)
         return fused
-    for name in names:
-        parent_name, _, child = name.rpartition(".")
-        parent = bsr_model.get_submodule(parent_name) if parent_name else bsr_model
-        linear = getattr(parent, child)
-        if not isinstance(linear, nn.Linear):
-            raise TypeError(f"layer {name!r} is a {type(linear).__name__}, not nn.Linear")
-        kk = k[name] if isinstance(k, Mapping) else k
-        setattr(parent, child, BSRLinear.from_linear(linear, kk, backend=chosen[name]))
+    plan = swap_plan(bsr_model, names)
+    dense = {n: s.reason for n, s in plan.items() if s.reason and s.name == n}
+    if dense:
+        warnings.warn("to_bsr_model leaves these Linear layers dense: "
+                      + "; ".join(f"{n!r}: {r}" for n, r in dense.items()), stacklevel=2)
+    todo = [n for n, s in plan.items() if s.name == n and not s.reason]
+    ks = {n: check_block_size(k[n] if isinstance(k, Mapping) else k) for n in todo}
+    for n in todo:
+        dtype = plan[n].module.weight.dtype
+        if dtype not in WEIGHT_DTYPES:
+            raise ValueError(f"layer {n!r} has {dtype} weights; BSR layers hold {[str(d) for d in WEIGHT_DTYPES]}: "
+                             f"convert a copy with model.float() (and feed float32 inputs) before to_bsr_model")
+        why = unsupported(chosen[n], ks[n]) if chosen[n] != AUTO else None
+        if why:
+            raise ValueError(f"backend {chosen[n]!r} cannot hold layer {n!r} with k={ks[n]}: {why}; "
+                             f"choose another of {BACKENDS} or backend='auto'")
+    if any(chosen[n] == AUTO for n in todo):
+        from .auto import auto_layer_backends  # auto builds on this module
+
+        auto = [n for n in todo if chosen[n] == AUTO]
+        chosen.update(auto_layer_backends(bsr_model, {n: ks[n] for n in auto}, example, auto, **(auto_options or {})))
+    attention = {n: places_of(bsr_model, plan[n].attention) for n in todo if plan[n].attention is not None}
+    for n in todo:
+        bsr = BSRLinear.from_linear(plan[n].module, ks[n], backend=chosen[n])
+        if n in attention:  # the attention module around it is replaced, calling it as its out_proj
+            wrapper = BSRMultiheadAttention(plan[n].attention, bsr)
+            for parent, child in attention[n]:
+                setattr(parent, child, wrapper)
+            continue
+        for parent, child, _ in plan[n].places:
+            setattr(parent, child, bsr)
+    if todo:
+        switch_off_fast_paths(bsr_model)
     return bsr_model
+
+
+def backends_of(model: nn.Module) -> dict[str, str]:
+    """Layer name -> backend of every BSR layer of a converted model (``"fused"`` for each layer of a FusedMLP)."""
+    if isinstance(model, FusedMLP):
+        return {n: FUSED for n in model.layers}
+    return {n: m.backend for n, m in model.named_modules() if isinstance(m, BSRLinear)}

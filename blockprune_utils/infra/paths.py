@@ -2,7 +2,11 @@
 
 * ``DATA_DIR`` (default ``<repo>/data``): the data root used by every loader;
 * ``RESULTS_DIR`` (default ``<repo>/results``): the store of finished runs;
-* ``FIGURES_DIR`` (default ``<repo>/figures``): rendered figures.
+* ``FIGURES_DIR`` (default ``<repo>/figures``): the figures of full runs, the ones
+  committed with the repository;
+* ``QUICK_FIGURES_DIR`` (default ``<repo>/build/figures-quick``): the figures of quick
+  runs (tests, the book, a quick notebook in ``make lab``), which only test the code
+  and never go into ``figures/``.
 
 A relative setting is taken relative to the current directory, as usual on the
 command line; ``make`` turns its settings into absolute paths before it runs a
@@ -31,3 +35,7 @@ def results_dir() -> Path:
 
 def figures_dir() -> Path:
     return _setting("FIGURES_DIR", REPO_ROOT / "figures")
+
+
+def quick_figures_dir() -> Path:
+    return _setting("QUICK_FIGURES_DIR", REPO_ROOT / "build" / "figures-quick")

@@ -5,13 +5,20 @@ configuration the hash was taken of), ``rows/<key>.json`` (one file per finished
 result row, named by its key) and ``ckpt/<run>.pt`` (the latest checkpoint of a run,
 to resume it).  Every file is written to a temporary name in the same folder, then
 renamed, so a killed process never leaves a torn file, and two processes that
-finish the same row at once leave one whole copy of it.
+finish the same row at once leave one whole copy of it.  Files get the permissions
+the process's umask gives new files (readable by a group on a shared file system
+when the umask allows it).
 
 A row has the columns its study declares in a :class:`Schema` (key columns, value
-columns) plus the provenance columns and ``config_hash``.  A row file that cannot be
-read as such a row (truncated, edited by hand, ``{}``, or written under another
-schema) is moved aside to ``rejected/`` with one warning naming the file, and the
-row counts as missing, so it is computed again.
+columns, optionally their types) plus the provenance columns and ``config_hash``.  A
+row file that cannot be read as such a row is moved aside to ``rejected/`` with one
+warning naming the file, and the row counts as missing, so it is computed again:
+truncated, edited by hand, ``{}``, written under another schema, key columns that
+are not the file's key, another store's ``config_hash``, a value of the wrong type,
+or not a readable file at all (a directory in its place, no read permission).  A
+checkpoint that cannot be loaded, or whose content its reader cannot use, is moved
+aside the same way.  A ``config.json`` that is not this store's configuration is
+moved aside and written again.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import hashlib
 import io
 import json
 import os
-import tempfile
+import secrets
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -48,11 +55,21 @@ def config_hash(config) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
+def _create_temporary(path: Path) -> tuple[int, str]:
+    """A new, empty temporary file beside ``path`` (mode 0666 less the umask)."""
+    while True:
+        tmp = str(path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -81,10 +98,13 @@ def key_name(key: Mapping[str, Any]) -> str:
 class Schema:
     """The columns of a study's rows: ``key`` names a row (its sweep axes), ``values``
     are what was measured (``None`` where a column does not apply).  Every stored row
-    also has the provenance columns and ``config_hash``."""
+    also has the provenance columns and ``config_hash``.  ``types``: (column, type)
+    pairs checked when a row is read (``float`` admits an int; ``None`` is always
+    allowed; a bool is only a ``bool``)."""
 
     key: tuple
     values: tuple
+    types: tuple = ()
 
     @property
     def columns(self) -> tuple:
@@ -106,6 +126,18 @@ class Schema:
     def conforms(self, row) -> bool:
         return isinstance(row, dict) and set(row) == set(self.columns)
 
+    def wrong_types(self, row: Mapping) -> list[str]:
+        """The columns of ``row`` whose value is not of the declared type."""
+        return [f"{c}={row[c]!r} (not {t.__name__})" for c, t in self.types if c in row and not _has_type(row[c], t)]
+
+
+def _has_type(value, typ) -> bool:
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return typ is bool
+    return isinstance(value, (int, float)) if typ is float else isinstance(value, typ)
+
 
 class ResultStore:
     """Rows and checkpoints of one study configuration."""
@@ -115,15 +147,33 @@ class ResultStore:
         self.schema = schema
         self.hash = config_hash(config)
         self.dir = Path(root or results_dir()) / study / self.hash
-        cfg_path = self.dir / "config.json"
-        if not cfg_path.exists():
-            atomic_write_text(cfg_path, json.dumps(self.config, indent=2, sort_keys=True))
+        self._check_config(self.dir / "config.json")
+
+    def _check_config(self, path: Path) -> None:
+        """Write ``config.json``, or check the one there: another configuration (or an
+        unreadable file) is moved aside and replaced."""
+        text = json.dumps(self.config, indent=2, sort_keys=True)
+        try:
+            stored = json.loads(path.read_text())
+        except FileNotFoundError:
+            stored = None
+        except (OSError, ValueError) as err:
+            self._reject(path, f"not readable as JSON: {err}", "configuration file", "written again")
+            stored = None
+        else:
+            if json.dumps(stored, indent=2, sort_keys=True) == text:
+                return
+            self._reject(path, "it is not the configuration this folder's hash was taken of", "configuration file",
+                         "written again")
+        if not path.exists():
+            atomic_write_text(path, text)
 
     # -- rows
     def row_path(self, key) -> Path:
         return self.dir / "rows" / f"{key_name(key)}.json"
 
-    def _reject(self, path: Path, why: str) -> None:
+    def _reject(self, path: Path, why: str, what: str = "result row", then: str = "it will be computed again") -> None:
+        """Move ``path`` to ``rejected/`` (never overwriting) with one warning naming it."""
         dest = self.dir / "rejected" / path.name
         dest.parent.mkdir(parents=True, exist_ok=True)
         n = 0
@@ -131,10 +181,32 @@ class ResultStore:
             n += 1
             dest = dest.with_name(f"{path.name}.{n}")
         try:
-            os.replace(path, dest)
+            os.rename(path, dest)
         except FileNotFoundError:  # another process moved it first
             return
-        warnings.warn(f"unreadable result row {path} ({why}): moved to {dest}; it will be computed again", stacklevel=3)
+        except OSError as err:  # cannot move it: say so, and treat it as missing all the same
+            warnings.warn(f"unreadable {what} {path} ({why}); it could not be moved to {dest.parent} ({err}): "
+                          f"remove it by hand", stacklevel=3)
+            return
+        warnings.warn(f"unreadable {what} {path} ({why}): moved to {dest}; {then}", stacklevel=3)
+
+    def _problem(self, path: Path, row) -> str | None:
+        """Why ``row`` read from ``path`` is not a row of this store (None: it is)."""
+        if not self.schema.conforms(row):
+            have = sorted(row) if isinstance(row, dict) else type(row).__name__
+            return f"columns {have} are not this study's row schema"
+        if row["config_hash"] != self.hash:
+            return f"config_hash {row['config_hash']!r} is not this store's {self.hash!r}"
+        bad = self.schema.wrong_types(row)
+        if bad:
+            return f"values of the wrong type: {', '.join(bad)}"
+        try:
+            name = key_name({c: row[c] for c in self.schema.key})
+        except ValueError as err:
+            return str(err)
+        if f"{name}.json" != path.name:
+            return f"its key columns say {name}, not the file's key"
+        return None
 
     def _read(self, path: Path) -> dict | None:
         try:
@@ -144,9 +216,12 @@ class ResultStore:
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             self._reject(path, f"not JSON: {err}")
             return None
-        if not self.schema.conforms(row):
-            have = sorted(row) if isinstance(row, dict) else type(row).__name__
-            self._reject(path, f"columns {have} are not this study's row schema")
+        except OSError as err:  # a directory in its place, no permission, an I/O error
+            self._reject(path, f"cannot be read: {type(err).__name__}: {err.strerror or err}")
+            return None
+        why = self._problem(path, row)
+        if why is not None:
+            self._reject(path, why)
             return None
         return row
 
@@ -188,15 +263,29 @@ class ResultStore:
         torch.save(obj, buf)
         atomic_write_bytes(self.ckpt_path(run_key), buf.getvalue())
 
-    def load_checkpoint(self, run_key):
-        """The run's checkpoint, or None (missing, or unreadable: then moved aside)."""
+    def load_checkpoint(self, run_key, use: Callable[[Any], Any] | None = None):
+        """The run's checkpoint, or None (missing, or unreadable: then moved aside).
+
+        ``use(checkpoint)``, when given, runs inside the same guard and its result is
+        returned: a checkpoint it cannot use (it raises) is moved aside too."""
         path = self.ckpt_path(run_key)
-        if not path.exists():
+        if not os.path.lexists(path):
             return None
         try:
-            return torch.load(path, weights_only=False)
-        except (RuntimeError, EOFError, OSError, ValueError) as err:
-            self._reject(path, f"cannot be loaded: {err}")
+            ckpt = torch.load(path, weights_only=False)
+        except FileNotFoundError:  # another process moved it aside first
+            return None
+        except Exception as err:  # truncated, not a zip, unpickling errors, a directory, no permission
+            self._reject(path, f"cannot be loaded: {type(err).__name__}: {err}", "checkpoint",
+                         "the run restarts without it")
+            return None
+        if use is None:
+            return ckpt
+        try:
+            return use(ckpt)
+        except Exception as err:
+            self._reject(path, f"cannot be used: {type(err).__name__}: {err}", "checkpoint",
+                         "the run restarts without it")
             return None
 
 

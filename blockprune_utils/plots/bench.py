@@ -128,32 +128,74 @@ def break_even_density(rows, *, threads: str = "1", group=("family", "layer", "f
 
 
 def break_even_map(rows, *, family: str = "lenet", layer: str = "fc1", threads: str = "1", formats=SPARSE_FORMATS):
-    """Heat maps (k x batch) of the break-even density, one per format."""
+    """Heat maps (k x batch) of the break-even density, one per format: the table of
+    :func:`break_even_density`, drawn by :func:`draw_break_even`."""
     be = break_even_density(rows, threads=threads)
     be = be[(be["family"] == family) & (be["layer"] == layer) & be["format"].isin(formats)]
     if be.empty:
         raise ValueError(f"no break-even rows for {family} {layer}")
+    be = complete_break_even(be.assign(threads_label=threads))
+    return draw_break_even(be, formats), be
+
+
+def complete_break_even(be: pd.DataFrame) -> pd.DataFrame:
+    """The break-even table of one layer with a row for every (format, k, batch): a
+    combination without a measurement gets ``status`` "not measured", and every row
+    the ``label`` its cell shows, so that "never" and "not measured" read apart."""
+    family, layer, threads = be["family"].iloc[0], be["layer"].iloc[0], be["threads_label"].iloc[0]
+    full = pd.MultiIndex.from_product([sorted(set(be["format"])), sorted(set(be["k"])), sorted(set(be["batch"]))],
+                                      names=["format", "k", "batch"])
+    out = be.set_index(["format", "k", "batch"]).reindex(full).reset_index()
+    out = out.assign(family=family, layer=layer, threads_label=threads, status=out["status"].fillna("not measured"))
+    out["label"] = [break_even_label(v, st) for v, st in zip(out["break_even"], out["status"])]
+    return out[["family", "layer", "format", "k", "batch", "break_even", "status", "label", "threads_label"]]
+
+
+BREAK_EVEN_LABELS = {"never": "never", "not measured": "n/m"}
+
+
+def break_even_label(value: float, status: str) -> str:
+    """The text of one break-even cell: a density, a lower bound, ``never`` or ``n/m``."""
+    if status in BREAK_EVEN_LABELS:
+        return BREAK_EVEN_LABELS[status]
+    return f"≥{100 * value:.0f}%" if status == "always" else f"{100 * value:.1f}%"
+
+
+def draw_break_even(be: pd.DataFrame, formats=SPARSE_FORMATS):
+    """Draw the break-even table ``be`` (family, layer, format, k, batch, break_even,
+    status, threads_label): one heat map per format; a cell where the format never
+    beats dense is hatched and says ``never``, a cell that was not measured says ``n/m``."""
+    from matplotlib.patches import Rectangle
+
     fmts = [f for f in formats if f in set(be["format"])]
+    ks, batches = sorted(set(be["k"])), sorted(set(be["batch"]))
     fig, axes = plt.subplots(1, len(fmts), figsize=(3.2 * len(fmts), 3.4), squeeze=False)
     vmax = max(0.05, float(np.nanmax(be["break_even"])) if be["break_even"].notna().any() else 0.05)
     for ax, f in zip(axes[0], fmts):
         sub = be[be["format"] == f]
-        grid = sub.pivot(index="k", columns="batch", values="break_even").sort_index()
-        status = sub.pivot(index="k", columns="batch", values="status").reindex_like(grid)
-        labels = grid.copy().astype(object)
-        for r in grid.index:
-            for c in grid.columns:
-                v, st = grid.loc[r, c], status.loc[r, c]
-                labels.loc[r, c] = "never" if st == "never" else (f"≥{100 * v:.0f}%" if st == "always" else f"{100 * v:.1f}%")
-        sns.heatmap(grid * 100, annot=labels.to_numpy(), fmt="", cmap="mako_r", vmin=0, vmax=100 * vmax, cbar=ax is axes[0][-1],
+        grid = sub.pivot(index="k", columns="batch", values="break_even").reindex(index=ks, columns=batches)
+        status = sub.pivot(index="k", columns="batch", values="status").reindex(index=ks, columns=batches)
+        status = status.fillna("not measured")
+        labels = np.array([[break_even_label(grid.loc[r, c], status.loc[r, c]) for c in batches] for r in ks], dtype=object)
+        sns.heatmap(grid * 100, annot=labels, fmt="", cmap="mako_r", vmin=0, vmax=100 * vmax, cbar=ax is axes[0][-1],
                     cbar_kws={"label": "break-even density (%)"}, ax=ax, linewidths=0.5, linecolor="white",
                     annot_kws={"fontsize": 8})
+        for i, r in enumerate(ks):  # seaborn leaves NaN cells blank: label them
+            for j, c in enumerate(batches):
+                st = status.loc[r, c]
+                if st in BREAK_EVEN_LABELS:
+                    ax.add_patch(Rectangle((j, i), 1, 1, facecolor="0.93", edgecolor="white", lw=0.5,
+                                           hatch="///" if st == "never" else None))
+                    ax.text(j + 0.5, i + 0.5, BREAK_EVEN_LABELS[st], ha="center", va="center", fontsize=8, color="0.25")
         ax.set_title(FORMAT_LABELS[f], fontsize=9)
         ax.set_xlabel("batch")
         ax.set_ylabel("block size k" if ax is axes[0][0] else "")
-    fig.suptitle(f"LeNet {layer}: density below which the format beats dense ({threads} thread(s))", y=1.02)
+    layers = ", ".join(sorted(set(be["layer"])))
+    threads = ", ".join(sorted(str(t) for t in set(be["threads_label"])))
+    fig.suptitle(f"LeNet {layers}: density below which the format beats dense ({threads} thread(s)); "
+                 "hatched: never, n/m: not measured", y=1.02)
     fig.tight_layout()
-    return fig, be.assign(threads_label=threads).reset_index(drop=True)
+    return fig
 
 
 def break_even_map_caption(table) -> str:
@@ -161,7 +203,8 @@ def break_even_map_caption(table) -> str:
     layers = ", ".join(sorted(set(table["layer"])))
     return ("Break-even density (below it the sparse format beats the fastest dense format) of one product with "
             f"LeNet {layers}, per block size k (rows) and batch size (columns), one map per format; {_threads(table)}; "
-            "interpolated on log-log axes between the measured rounds.")
+            "interpolated on log-log axes between the measured rounds. \"never\" (hatched): slower than dense at every "
+            "measured density; \"≥x%\": faster at every measured density (x is the densest one); \"n/m\": not measured.")
 
 
 CACHE_FORMATS = {"csr": "scipy CSR", "bsr": "scipy BSR", "numba_csr": "numba CSR", "numba_bsr": "numba BSR",

@@ -26,27 +26,48 @@ VARIANT_LABELS = {
 }
 
 
-def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+def baseline_of(df: pd.DataFrame, metric: str = "test_acc") -> tuple[float, float] | None:
+    """The dense baseline's mean and sd over seeds, in percent (None without baseline rows)."""
     base = df.loc[df["variant"] == "baseline", metric] * 100
     if base.empty:
+        return None
+    return float(base.mean()), float(base.std() if len(base) > 1 else 0.0)
+
+
+def _baseline_line(ax, baseline: tuple[float, float] | None) -> None:
+    if baseline is None:
         return
-    m, s = base.mean(), (base.std() if len(base) > 1 else 0.0)
+    m, s = baseline
     ax.axhline(m, color="0.3", ls="--", lw=1, label=f"dense baseline ({m:.2f}%)")
     if s > 0:
         ax.axhspan(m - s, m + s, color="0.5", alpha=0.15, lw=0)
 
 
-def _dense_control_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
-    """The dense network retrained as long as the pruned ones (last round): mean ± sd."""
+def _baseline_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+    _baseline_line(ax, baseline_of(df, metric))
+
+
+def dense_control_of(df: pd.DataFrame, metric: str = "test_acc") -> tuple[float, float, int] | None:
+    """The dense control at its last round (the dense network retrained as long as the
+    pruned ones): mean and sd over seeds in percent, and its extra epochs."""
     ctrl = df[df["variant"] == "dense_control"]
     if ctrl.empty:
-        return
+        return None
     last = ctrl[ctrl["round"] == ctrl["round"].max()][metric] * 100
-    m, s = last.mean(), (last.std() if len(last) > 1 else 0.0)
-    epochs = int(ctrl.groupby("seed")["epochs"].sum().iloc[0])
+    return float(last.mean()), float(last.std() if len(last) > 1 else 0.0), int(ctrl.groupby("seed")["epochs"].sum().iloc[0])
+
+
+def _dense_control_line(ax, control: tuple[float, float, int] | None) -> None:
+    if control is None:
+        return
+    m, s, epochs = control
     ax.axhline(m, color="tab:green", ls=":", lw=1.2, label=f"dense, +{epochs} epochs (equal training, {m:.2f}%)")
     if s > 0:
         ax.axhspan(m - s, m + s, color="tab:green", alpha=0.12, lw=0)
+
+
+def _dense_control_band(ax, df: pd.DataFrame, metric: str = "test_acc") -> None:
+    _dense_control_line(ax, dense_control_of(df, metric))
 
 
 def _with_density(df: pd.DataFrame) -> pd.DataFrame:
@@ -82,8 +103,9 @@ def pick_rounds(df: pd.DataFrame, targets: Sequence[float], variant: str = "bloc
     return {t: nearest_round(df, t, variant) for t in targets}
 
 
-def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.028), ax=None):
-    """Test accuracy against block size k at a few fixed densities (the nearest round)."""
+def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.029), ax=None):
+    """Test accuracy against block size k at a few fixed densities (the nearest round):
+    the table of those rounds, drawn by :func:`draw_accuracy_vs_k`."""
     block = _with_density(df[df["variant"] == "block"])
     rounds = pick_rounds(df, targets)
     parts = []
@@ -93,18 +115,36 @@ def accuracy_vs_k(df: pd.DataFrame, targets: Sequence[float] = (0.10, 0.05, 0.02
         rows["at"] = f"~{100 * rows['density'].mean():.1f}% (round {r})"
         parts.append(rows)
     sub = pd.concat(parts, ignore_index=True).drop_duplicates(["k", "round", "seed"])
+    table = sub.groupby(["at", "round", "k"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
+                                                 acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
+    return draw_accuracy_vs_k(table, baseline_of(df), dense_control_of(df), ax=ax), table
+
+
+def draw_accuracy_vs_k(table: pd.DataFrame, baseline=None, control=None, ax=None):
+    """One line per density (``table``: at, round, k, acc_mean, acc_sd), with the dense
+    baseline's and the dense control's bands."""
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6.5, 4.2))
-    sns.lineplot(data=sub, x="k", y="acc", hue="at", marker="o", errorbar="sd", ax=ax, palette="rocket")
-    _baseline_band(ax, df)
-    _dense_control_band(ax, df)
-    ax.set_xticks(sorted(sub["k"].unique()))
+    order = table.sort_values("round")["at"].drop_duplicates().tolist()
+    for at, color in zip(order, sns.color_palette("rocket", n_colors=len(order))):
+        g = table[table["at"] == at].sort_values("k")
+        ax.plot(g["k"], g["acc_mean"], marker="o", color=color, label=at)
+        sd = g["acc_sd"].fillna(0)
+        ax.fill_between(g["k"], g["acc_mean"] - sd, g["acc_mean"] + sd, color=color, alpha=0.2, lw=0)
+    _baseline_line(ax, baseline)
+    _dense_control_line(ax, control)
+    ax.set_xticks(sorted(table["k"].unique()))
     ax.set_xlabel("block size k (1 = fine-grained)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title("accuracy vs block size at fixed density")
     ax.legend(title="density", fontsize=8, title_fontsize=9)
-    table = sub.groupby(["at", "round", "k"]).agg(density=("density", "mean"), acc_mean=("acc", "mean"),
-                                                 acc_sd=("acc", "std"), n_seeds=("seed", "nunique")).reset_index()
-    return fig, table
+    return fig
+
+
+def accuracy_vs_k_caption(dataset: str, table: pd.DataFrame, seeds) -> str:
+    """Caption of an accuracy-vs-k figure, from its table."""
+    at = table.sort_values("round")["at"].drop_duplicates().str.replace("~", "")
+    return (f"LeNet-300-100 on {dataset}: test accuracy vs block size k at the pruning rounds nearest 10%, 5% and "
+            f"{min(table['density']) * 100:.1f}% total density ({', '.join(at)}); mean ± sd over seeds {list(seeds)}.")
 
 
 def random_controls(df: pd.DataFrame, ks: Sequence[int] | None = None):
@@ -146,8 +186,8 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
     to a common height (fc3 is 10 x 100)."""
     ks = sorted(weights["k"].unique())
     panels = list(LAYERS) + ["zoom"]
-    fig, axes = plt.subplots(len(ks), 4, figsize=(16, 2.2 * max(len(ks), 1) + 0.9), squeeze=False,
-                             gridspec_kw={"width_ratios": [784, 300, 150, 110]})
+    fig, axes = plt.subplots(len(ks), 4, figsize=(16, 2.4 * max(len(ks), 1) + 0.9), squeeze=False,
+                             gridspec_kw={"width_ratios": [784, 300, 170, 170]})
     for i, k in enumerate(ks):
         wk = weights[weights["k"] == k]
         for j, name in enumerate(panels):
@@ -164,7 +204,7 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
             ax.set_yticks([])
             dens = img.mean() if name == "zoom" else len(wl) / (shape[0] * shape[1])
             label = f"fc1 zoom [:{zoom}, {zoom_col}:{zoom_col + zoom}]" if name == "zoom" else f"{name} {shape[0]}x{shape[1]}"
-            ax.set_title(f"{label}: {100 * dens:.1f}% kept", fontsize=11)
+            ax.set_title(f"{label}\n{100 * dens:.1f}% kept", fontsize=10)  # two lines: the narrow panels' titles fit
             if j == 0:
                 ax.set_ylabel(f"k = {k}", fontsize=12)
     fig.suptitle(title or "pruned weight matrices (black = kept weight)")
@@ -176,26 +216,44 @@ def weight_matrices(weights: pd.DataFrame, zoom: int = 60, zoom_col: int = 360, 
 
 
 def sensitivity(df: pd.DataFrame):
-    """Test accuracy when only one layer is pruned (no retraining), per layer and k."""
+    """Test accuracy when only one layer is pruned (no retraining), per layer and k:
+    the table of the sensitivity rows, drawn by :func:`draw_sensitivity`."""
     sub = df[df["variant"] == "sensitivity"].copy()
     sub["acc"] = sub["test_acc"] * 100
     sub = sub.assign(k=sub["k"].astype(int))
-    fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.3 * len(LAYERS), 3.6), sharey=True)
-    palette = sns.color_palette("viridis", n_colors=sub["k"].nunique())
-    for ax, name in zip(axes, LAYERS):
-        rows = sub[sub["layer"] == name]
-        sns.lineplot(data=rows, x="target_density", y="acc", hue="k", palette=palette, marker="o", markersize=4,
-                     errorbar="sd", ax=ax, legend=name == LAYERS[-1])
-        _baseline_band(ax, df)
-        density_axis(ax, sub["target_density"].min(), sub["target_density"].max(), label=f"{name} density")
-        ax.set_title(f"only {name} pruned (no retraining)")
-        ax.set_ylabel("test accuracy (%)")
-    if axes[-1].get_legend() is not None:  # outside the panels, so no curve is covered
-        axes[-1].legend(title="k", fontsize=9, title_fontsize=10, bbox_to_anchor=(1.02, 1), loc="upper left")
-    fig.tight_layout()
     table = sub.groupby(["layer", "k", "target_density"]).agg(acc_mean=("acc", "mean"), acc_sd=("acc", "std"),
                                                               n_seeds=("seed", "nunique")).reset_index()
-    return fig, table
+    return draw_sensitivity(table, baseline_of(df)), table
+
+
+# Fewer ticks than the other density axes: three panels share the width.
+SENSITIVITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01)
+
+
+def draw_sensitivity(table: pd.DataFrame, baseline: tuple[float, float] | None = None):
+    """One panel per layer: accuracy (mean ± sd over seeds, from ``table``) against the
+    density that layer alone was pruned to, one line per k; ``baseline``: the dense
+    baseline's (mean, sd) in percent."""
+    ks = sorted(int(k) for k in table["k"].unique())
+    fig, axes = plt.subplots(1, len(LAYERS), figsize=(4.6 * len(LAYERS), 3.8), sharey=True)
+    palette = dict(zip(ks, sns.color_palette("viridis", n_colors=len(ks))))
+    for ax, name in zip(axes, LAYERS):
+        rows = table[table["layer"] == name]
+        for k in ks:
+            g = rows[rows["k"] == k].sort_values("target_density")
+            ax.plot(g["target_density"], g["acc_mean"], marker="o", markersize=4, color=palette[k], label=str(k))
+            sd = g["acc_sd"].fillna(0)
+            ax.fill_between(g["target_density"], g["acc_mean"] - sd, g["acc_mean"] + sd, color=palette[k], alpha=0.15,
+                            lw=0)
+        _baseline_line(ax, baseline)
+        density_axis(ax, table["target_density"].min(), table["target_density"].max(), label=f"{name} density",
+                     ticks=SENSITIVITY_TICKS)
+        ax.set_title(f"only {name} pruned (no retraining)", fontsize=11)
+        ax.set_ylabel("test accuracy (%)")
+    # outside the panels, so no curve is covered
+    axes[-1].legend(title="k", fontsize=9, title_fontsize=10, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
 
 
 def schedule_scan(df: pd.DataFrame):

@@ -17,7 +17,7 @@ from ..infra.figures import SMOKE_PROFILES, is_quick, stamp_profile
 from ..infra.paths import figures_dir
 
 __all__ = ["SMOKE_PROFILES", "is_quick", "stamp_profile", "committed_figures", "banner_text", "profile_banner",
-           "show_committed"]
+           "show_committed", "show_committed_tables"]
 
 
 def committed_figures(names: Sequence[str], folder=None) -> list[dict]:
@@ -67,3 +67,28 @@ def show_committed(names: Sequence[str], profile: str | None = None, folder=None
         display(Markdown(f"**`{m['name']}`** ({m.get('profile')} profile, {m.get('dataset')}, seeds {m.get('seeds')}, "
                          f"{m.get('device')}, commit `{m.get('commit')}`): {m.get('caption', '')}"))
         display(Image(filename=str(m["png"])))
+
+
+def show_committed_tables(names: Sequence[str], profile: str | None = None, folder=None) -> None:
+    """Display the committed result tables ``names`` of the full run (their sidecar's
+    summary, caption and provenance) under a heading that sets them apart from the
+    quick run's own output; nothing for a full-run ``profile`` (its own tables are shown)."""
+    from IPython.display import Markdown, display
+
+    if profile is not None and not is_quick(profile):
+        return
+    folder = Path(folder) if folder is not None else figures_dir()
+    shown = []
+    for name in names:
+        side = folder / f"{name}.json"
+        if side.is_file():
+            meta = json.loads(side.read_text())
+            if meta.get("kind") == "table" and not is_quick(meta.get("profile", "")):
+                shown.append(meta)
+    if not shown:
+        display(Markdown("_No committed result table of the full run in `figures/` yet: `make figures` makes it._"))
+    for m in shown:
+        display(Markdown(f"**The full run, committed in `figures/{m['name']}.csv`** ({m.get('profile')} profile, "
+                         f"seeds {m.get('seeds')}, {m.get('device')}, result rows made at commit(s) "
+                         f"{', '.join(m.get('run_commits') or [m.get('commit', '?')])}): {m.get('caption', '')}\n\n"
+                         + m.get("markdown", "")))

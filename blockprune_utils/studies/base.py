@@ -19,6 +19,7 @@ run resumes.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -28,6 +29,44 @@ from torch import nn
 from ..infra.store import ResultStore
 from ..masks import compact_state_dict, load_masked_state_dict
 from ..schedule import BlockPruner, prune_retrain
+
+
+class UnknownName(KeyError, ValueError):
+    """A name that is not in a table (a KeyError and a ValueError), with a readable message."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ProfileTable(dict):
+    """A study's profiles by name; looking up an unknown name raises
+    :class:`UnknownName` naming the allowed ones (``table["nope"]`` as a notebook
+    parameter gives a clear error)."""
+
+    def __init__(self, entries: Mapping[str, Any], kind: str = "profile"):
+        super().__init__(entries)
+        self.kind = kind
+
+    def __missing__(self, name):
+        raise UnknownName(f"unknown {self.kind} {name!r}; choose one of {sorted(self)}")
+
+
+def check_axis(name: str, values, minimum: int | None = None, maximum: int | None = None, why: str = "") -> tuple:
+    """``values`` of a sweep axis of whole numbers as a tuple, checked: not empty, no
+    repeats, each in ``minimum..maximum`` (``why`` says what the limit is)."""
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} is empty; give at least one value")
+    bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)
+           or (minimum is not None and v < minimum) or (maximum is not None and v > maximum)]
+    if bad:
+        allowed = (f"{minimum}..{maximum}" if minimum is not None and maximum is not None
+                   else f">= {minimum}" if minimum is not None else f"<= {maximum}")
+        raise ValueError(f"{name} {bad} not allowed: each must be a whole number in {allowed}{why}")
+    repeated = sorted({v for v in values if values.count(v) > 1})
+    if repeated:
+        raise ValueError(f"{name} {list(values)} repeats {repeated}: give each value once")
+    return values
 
 
 def get_profile(table: Mapping[str, Any], profile, kind: str = "profile"):
@@ -72,6 +111,39 @@ def restore(ckpt: Mapping, model: nn.Module, pruner: BlockPruner | None = None,
     return model
 
 
+def _copy_generator(generator: torch.Generator | None) -> torch.Generator | None:
+    if generator is None:
+        return None
+    twin = torch.Generator(device=generator.device)
+    twin.set_state(generator.get_state())
+    return twin
+
+
+def load_restored(store: ResultStore, run_key: Mapping, model: nn.Module, pruner: BlockPruner | None = None,
+                  generator: torch.Generator | None = None,
+                  check: Callable[[Mapping, BlockPruner | None], None] | None = None) -> Mapping | None:
+    """The run's checkpoint loaded into ``model`` (and the pruner and generator), or
+    None when there is none or it cannot be used.  The checkpoint is first restored
+    into copies, then given to ``check(checkpoint, restored pruner copy)``, which may
+    raise, all inside the store's guarded read: one of the wrong content (no
+    ``model``, another network's shapes, a pruner of another k) is moved aside with a
+    warning and leaves ``model``, ``pruner`` and ``generator`` as they were."""
+    def trial(ck):
+        if not isinstance(ck, Mapping) or "model" not in ck or "round" not in ck:
+            have = sorted(ck) if isinstance(ck, Mapping) else type(ck).__name__
+            raise ValueError(f"not a study checkpoint (has {have}; needs 'round' and 'model')")
+        twin = copy.deepcopy(pruner)
+        restore(ck, copy.deepcopy(model), twin, _copy_generator(generator))
+        if check is not None:
+            check(ck, twin)
+        return ck
+
+    ckpt = store.load_checkpoint(run_key, use=trial)
+    if ckpt is not None:
+        restore(ckpt, model, pruner, generator)
+    return ckpt
+
+
 @dataclass
 class RoundsRun:
     """A resumable prune -> retrain run: ``rounds`` rounds, the row of round r stored
@@ -110,9 +182,15 @@ def resumable_rounds(run: RoundsRun, model: nn.Module, pruner: BlockPruner,
     ``proceed(r)``, asked before round r, can stop the run early; it resumes later."""
     if run.done():
         return 0
-    ckpt = run.store.load_checkpoint(run.run_key)
+    def check(ck, restored: BlockPruner):
+        if not isinstance(ck["round"], int) or not 1 <= ck["round"] <= run.rounds:
+            raise ValueError(f"round {ck['round']!r} is outside this run's rounds 1..{run.rounds}")
+        if restored.round != ck["round"]:
+            raise ValueError(f"its pruner is at round {restored.round}, the checkpoint says round {ck['round']}")
+        run.store.schema.make(run.keys[ck["round"] - 1], ck["row"], run.prov, run.store.hash)
+
+    ckpt = load_restored(run.store, run.run_key, model, pruner, generator, check)
     if ckpt is not None:
-        restore(ckpt, model, pruner, generator)
         if not run.store.has(run.keys[ckpt["round"] - 1]):  # killed between checkpoint and row
             run.store.put(run.keys[ckpt["round"] - 1], ckpt["row"], run.prov)
     start = pruner.round

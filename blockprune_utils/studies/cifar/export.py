@@ -162,7 +162,7 @@ def publish(res: StudyResult, directory=None, command: str = "") -> list[Path]:
     ``cifar_<profile>_experiment_a.csv`` with its sidecar (caption, data set, seeds,
     device, commits; the index shows the per-k summary), and the head-block table as
     ``cifar_<profile>_head_blocks.csv``."""
-    from ...infra.figures import save_table
+    from ...infra.figures import output_dir, save_table
 
     a = res.rows[res.rows["experiment"] == "A"]
     if a.empty:
@@ -176,5 +176,5 @@ def publish(res: StudyResult, directory=None, command: str = "") -> list[Path]:
                       seeds=res.seeds, device=res.device, source=command or "blockprune_utils.studies.cifar.export.publish",
                       profile=res.profile, summary=head_summary(a), runs=a, out_dir=directory)
     files = [path]
-    blocks = export_head_blocks(res.head_blocks, Path(directory) if directory is not None else figures_dir(), res.profile)
+    blocks = export_head_blocks(res.head_blocks, output_dir(res.profile, directory), res.profile)
     return files + ([blocks] if blocks is not None else [])

@@ -10,10 +10,12 @@ import math
 
 import pandas as pd
 
+from ...infra.figures import is_quick
 from .cli import CPU_COMMAND, gpu_command
 from .config import AUTHORS_README, TrunkSchedule, cifar_profile
 from .export import StudyResult
 
+CHANCE_PP = 10.0  # CIFAR-10: ten balanced classes
 LABELS = {"paper": "paper profile (made for one GPU)", "cpu": "cpu profile (made for 2 CPU cores)",
           "quick": "quick profile (tests the code; not a result)"}
 
@@ -116,7 +118,11 @@ def authors_sentence(sets: dict) -> str:
         if n is None:
             continue
         tol = max(n["sd"], n["noise"])
-        if abs(n["change"]) <= tol:
+        if is_quick(res.profile):
+            verdict = "a quick run, which tests the code: no claim"
+        elif n["unpruned"] < 2 * CHANCE_PP:
+            verdict = f"no claim: the unpruned network is near chance level ({CHANCE_PP:g}%)"
+        elif abs(n["change"]) <= tol:
             verdict = "within the noise of no change, so it neither confirms nor contradicts the authors' gain"
         elif n["change"] > 0:
             verdict = "a gain, like the authors'"

@@ -45,7 +45,7 @@ from ...infra.store import ResultStore
 from ...models import ResNet18Cifar
 from ...schedule import BlockPruner, layer_densities, total_density
 from ...train import evaluate, train
-from ..base import RoundsRun, checkpoint, restore, resumable_rounds
+from ..base import RoundsRun, checkpoint, load_restored, resumable_rounds
 from .budget import Budget
 from .config import (
     HEAD_LAYERS,
@@ -210,14 +210,13 @@ def stored_baseline(run: Run, seed: int, train: Callable[[ResNet18Cifar], dict |
     store = run.store("baseline")
     run_key = {"experiment": "baseline", "seed": int(seed)}
     model = build_model(run.p.model, seed, run.device)
-    ck = store.load_checkpoint(run_key)
+    ck = load_restored(store, run_key, model, check=lambda c, _: float(c["row"]["test_acc"]))
     if ck is None:
         ck = train(model)
         if ck is None:
             return None
         store.save_checkpoint(run_key, ck)
     else:
-        restore(ck, model)
         run.log(f"baseline seed {seed}: stored, test acc {ck['row']['test_acc']:.4f}")
     store.cached(row_key("baseline", 0, 0, seed), lambda: ck["row"], run.prov)
     return Baseline(int(seed), ck, model)

@@ -14,6 +14,7 @@ network's test accuracy, so no epoch spends time on a test evaluation.
 """
 from __future__ import annotations
 
+import copy
 import math
 import time
 from typing import Optional
@@ -24,7 +25,7 @@ from torch import nn
 from ...data import Split
 from ...infra.seeds import derive_seed
 from ...models import ResNet18Cifar
-from ..base import checkpoint, restore
+from ..base import checkpoint, load_restored
 from .config import TrunkSchedule
 from .data import CifarTransform
 from .device import autocast
@@ -81,10 +82,11 @@ def train_trunk(run: Run, model: ResNet18Cifar, seed: int) -> Optional[list[dict
     sched: TrunkSchedule = run.p.baseline
     store, key = run.store("baseline"), trunk_key(seed)
     opt = make_optimizer(model, sched)
-    ck = store.load_checkpoint(key)
+    # the optimizer state and history are tried on a copy inside the guarded read, too
+    ck = load_restored(store, key, model, check=lambda c, _: (copy.deepcopy(opt).load_state_dict(c["optimizer"]),
+                                                              list(c["history"])))
     history: list[dict] = []
     if ck is not None:
-        restore(ck, model)
         opt.load_state_dict(ck["optimizer"])
         history = list(ck["history"])
         run.log(f"trunk seed {seed}: resuming after epoch {len(history)} of {sched.epochs}")

@@ -27,13 +27,16 @@ from .config import (
 from .runs import load_splits, random_masks, store_for
 from .study import authors_frame, cached_frame, expected_keys, pruned_lenet, run_study, tasks, weight_frame
 from .summary import (
+    KEY_DENSITIES,
     baseline_summary,
     compact_summary,
     controls_summary,
     mean_sd,
     nearest_round,
     scan_choice,
+    scan_verdict,
     select_rows,
+    sensitivity_reading,
     summary_at,
     summary_table,
 )
@@ -43,6 +46,8 @@ __all__ = [
     "PruningConfig", "RunConfig", "TrainingConfig", "authors_config", "lenet_profile", "run_config",
     "load_splits", "random_masks", "store_for",
     "authors_frame", "cached_frame", "expected_keys", "pruned_lenet", "run_study", "tasks", "weight_frame",
-    "baseline_summary", "compact_summary", "controls_summary", "mean_sd", "nearest_round", "scan_choice", "select_rows",
+    "KEY_DENSITIES", "baseline_summary", "compact_summary", "controls_summary", "mean_sd", "nearest_round", "scan_choice",
+    "scan_verdict", "select_rows",
+    "sensitivity_reading",
     "summary_at", "summary_table", "setting_name",
 ]

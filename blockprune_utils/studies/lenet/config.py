@@ -14,7 +14,7 @@ from typing import Optional
 from ...infra.store import Schema
 from ...models import LENET_RATES
 from ...train import TrainConfig
-from ..base import get_profile
+from ..base import ProfileTable, get_profile
 
 STUDY = "lenet"
 LAYERS = ("fc1", "fc2", "fc3")
@@ -22,14 +22,20 @@ DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = ("block", "dense_control", "sensitivity", "random_retrain", "random_scratch", "baseline_scan", "retrain_scan",
             "authors")
 # 2: fixed row schema (every row has every column) and the one checkpoint format;
-# 3: Adam's fused kernel (same method, different rounding).
-STUDY_VERSION = 3
+# 3: Adam's fused kernel (same method, different rounding);
+# 4: retraining trains layers below the crossover density on their live blocks only (same method, different rounding).
+STUDY_VERSION = 4
 
 SCHEMA = Schema(
     key=("dataset", "variant", "k", "round", "seed", "layer", "setting"),
     values=("test_acc", "val_acc", "test_acc_pruned", "target_density",
             *(f"density_{n}" for n in LAYERS), "density_total", *(f"blocks_{n}" for n in LAYERS),
             "epochs", "train_loss", "wall_s", "profile", "authors"),
+    types=(*((c, str) for c in ("dataset", "variant", "layer", "setting", "profile")),
+           *((c, int) for c in ("k", "round", "seed", "epochs", *(f"blocks_{n}" for n in LAYERS))),
+           *((c, float) for c in ("test_acc", "val_acc", "test_acc_pruned", "target_density", "density_total",
+                                  *(f"density_{n}" for n in LAYERS), "train_loss", "wall_s")),
+           ("authors", bool)),
 )
 """One row per (dataset, variant, k, round, seed, layer, setting).  ``variant``:
 
@@ -67,7 +73,11 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """The three training phases, and which split selects the kept checkpoint:
-    ``"val"`` (ours), ``"test"`` or ``"train"`` (the authors' MNIST / Fashion-MNIST)."""
+    ``"val"`` (ours), ``"test"`` or ``"train"`` (the authors' MNIST / Fashion-MNIST).
+    ``sparse``: the pruned variants train each masked layer whose density is below the
+    measured crossover as a block-sparse layer of its live weights
+    (:func:`blockprune_utils.bsr.sparse_training.sparse_layers`: same updates, faster);
+    False: always the masked dense layers."""
 
     baseline: TrainConfig = TrainConfig(epochs=15, lr=1e-3, batch_size=128)
     retrain: TrainConfig = TrainConfig(epochs=1, lr=1e-3, batch_size=128)
@@ -75,6 +85,7 @@ class TrainingConfig:
     select_on: str = "val"
     authors_softmax: bool = False
     eval_batch: int = 10000
+    sparse: bool = True
 
     def __post_init__(self):
         if self.select_on not in ("val", "test", "train"):
@@ -163,7 +174,7 @@ def candidates(*phases: TrainConfig) -> tuple:
 # ``baseline_candidates`` and ``retrain_candidates`` (notebook 01 shows them and checks
 # that the profile still agrees with its rules); the dense control gets the same
 # retraining.
-PROFILES: dict[str, Profile] = {
+PROFILES: dict[str, Profile] = ProfileTable({
     "quick": Profile(
         name="quick",
         data=DataConfig(val_size=1000, n_train=4000, n_test=2000),
@@ -188,7 +199,7 @@ PROFILES: dict[str, Profile] = {
         baseline_candidates=candidates(_cosine(30), _cosine(20, 2e-3), _cosine(30, 2e-3), _cosine(40, 2e-3)),
         retrain_candidates=candidates(TrainConfig(epochs=1, lr=1e-3, batch_size=128), _cosine(1), _cosine(1, 3e-3)),
     ),
-}
+}, "LeNet profile")
 
 # The authors' optimiser settings (docs/paper_notes.md): baseline (lr, batch),
 # retrain (lr, batch), and the split their retraining selects checkpoints on.

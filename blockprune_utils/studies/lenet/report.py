@@ -12,9 +12,18 @@ import pandas as pd
 from ...infra.figures import save_table
 from .config import DATASETS, PROFILES, lenet_profile
 from .study import authors_frame, cached_frame
-from .summary import compact_summary, summary_table
+from .summary import KEY_DENSITIES, compact_summary, summary_table
 
 SOURCE = "blockprune_utils/studies/lenet/report.py"
+
+
+def summary_caption(prof) -> str:
+    """The caption of ``lenet_summary`` for the profile ``prof``."""
+    return (f"LeNet-300-100 test accuracy (%, mean ± sd over seeds, number of seeds in brackets) of the dense baseline "
+            f"and, at the pruning rounds nearest {' and '.join(f'{100 * d:.1f}%' for d in KEY_DENSITIES)} total "
+            f"density, of the dense control (the baseline retrained for the same epochs, no pruning), block pruning, "
+            f"the random block masks (retrained / from scratch) and the authors' set-up "
+            f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0).  The CSV has every round.")
 
 
 def write_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
@@ -30,12 +39,7 @@ def write_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
     save_table(table, "lenet_summary", summary=compact_summary(table), dataset=", ".join(datasets), seeds=seeds,
                device=", ".join(sorted(df["device"].dropna().unique())) if len(df) else "", source=SOURCE,
                profile=profile, runs=runs,
-               caption=f"LeNet-300-100 test accuracy (%, mean ± sd over seeds, number of seeds in brackets) of the "
-                       f"dense baseline and, at the pruning rounds nearest 8.7% and 2.8% total density, of the dense "
-                       f"control (the baseline retrained for the same epochs, no pruning), block pruning, the random "
-                       f"block masks (retrained / from scratch) and the authors' set-up "
-                       f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0).  The CSV has every "
-                       f"round.")
+               caption=summary_caption(prof))
     return table
 
 

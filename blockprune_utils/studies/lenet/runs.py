@@ -20,6 +20,7 @@ and returns how many rows it holds; a prune run resumes from its last checkpoint
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ...blocks import block_mask_of, block_scores
+from ...bsr.sparse_training import sparse_layers
 from ...data import Split, load_mnist_like, train_val_split
 from ...infra.provenance import provenance
 from ...infra.seeds import derive_seed
@@ -38,7 +40,7 @@ from ...models import LeNet300100
 from ...pruning import prune_to_density
 from ...schedule import BlockPruner, install_block_mask, layer_densities, random_scores, total_density
 from ...train import TrainConfig, evaluate, train
-from ..base import RoundsRun, checkpoint, restore, resumable_rounds
+from ..base import RoundsRun, checkpoint, load_restored, restore, resumable_rounds
 from .config import LAYERS, SCHEMA, STUDY, RunConfig
 
 
@@ -110,11 +112,19 @@ class Run:
         }
 
 
+def trained_sparse(cfg: RunConfig, model, k: int):
+    """The context a pruned model trains in: its layers below the crossover density as
+    block-sparse layers (``cfg.training.sparse``), or as they are."""
+    return sparse_layers(model, LAYERS, k) if cfg.training.sparse else contextlib.nullcontext()
+
+
 def baseline(run: Run, seed: int) -> LeNet300100:
     """The trained dense network of ``seed``: from its checkpoint, or trained now."""
     run_key = {"dataset": run.cfg.data.dataset, "seed": int(seed), "variant": "baseline"}
     model = new_model(run.cfg, derive_seed("init", seed))
-    ck = run.store.load_checkpoint(run_key)
+    bkey = key(run.cfg, "baseline", 0, 0, seed)
+    ck = load_restored(run.store, run_key, model,
+                       check=lambda c, _: run.store.schema.make(bkey, c["row"], run.prov, run.store.hash))
     if ck is None:
         t0 = time.perf_counter()
         gen = torch.Generator().manual_seed(derive_seed("baseline-data", seed))
@@ -122,8 +132,7 @@ def baseline(run: Run, seed: int) -> LeNet300100:
         hist = train(model, run.splits[0], phase, gen, val=run.selection(phase))
         ck = checkpoint(model, 0, run.values(model, 1, epochs=phase.epochs, t0=t0, hist=hist))
         run.store.save_checkpoint(run_key, ck)
-    restore(ck, model)
-    bkey = key(run.cfg, "baseline", 0, 0, seed)
+        restore(ck, model)
     if not run.store.has(bkey):
         run.store.put(bkey, ck["row"], run.prov)
     return model
@@ -162,7 +171,8 @@ def prune_run(run: Run, seed: int, k: int, variant: str, phase: TrainConfig | No
         pruned_acc = None if scan else run.test_acc(m)  # accuracy before retraining
         m.zero_grad(set_to_none=True)
         # with one epoch there is nothing to select: skip the per-epoch evaluation
-        hist = train(m, run.splits[0], phase, gen, val=run.selection(phase) if phase.epochs > 1 else None)
+        with trained_sparse(cfg, m, k):
+            hist = train(m, run.splits[0], phase, gen, val=run.selection(phase) if phase.epochs > 1 else None)
         return t0, pruned_acc, hist
 
     def row_of(r, m, result):
@@ -212,7 +222,8 @@ def scratch_run(run: Run, seed: int, k: int, round: int) -> None:
         set_mask(getattr(model, n), get_mask(getattr(masked, n)).clone())
     phase = run.cfg.training.scratch
     gen = torch.Generator().manual_seed(derive_seed("scratch-data", seed, k, round))
-    hist = train(model, run.splits[0], phase, gen, val=run.selection(phase))
+    with trained_sparse(run.cfg, model, k):
+        hist = train(model, run.splits[0], phase, gen, val=run.selection(phase))
     run.store.put(rkey, run.values(model, k, epochs=phase.epochs, t0=t0, hist=hist), run.prov)
 
 

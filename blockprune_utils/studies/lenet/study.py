@@ -20,19 +20,27 @@ from ...infra.provenance import git_commit
 from ...infra.store import open_store
 from ...models import LeNet300100
 from ...train import TrainConfig
-from ..base import Task, restore
+from ..base import Task, check_axis, restore
 from .config import LAYERS, SCHEMA, STUDY, VARIANTS, Profile, RunConfig, authors_configs, lenet_profile, run_config
 from .runs import key, new_model, store_for, task
 from .summary import select_rows
 
+# The largest block size: a larger block would cover the whole of fc3 (10 x 100), so
+# its 10% rate would never prune it.
+MAX_K = 10
+
 
 def _axes(prof: Profile, ks, seeds, variants):
-    ks = tuple(prof.ks if ks is None else ks)
-    seeds = tuple(prof.seeds if seeds is None else seeds)
+    """The sweep axes (the profile's where None), checked before any work."""
+    ks = check_axis("ks", prof.ks if ks is None else ks, 1, MAX_K,
+                    " (a larger block would cover all of layer fc3, 10 x 100, which then is never pruned)")
+    seeds = check_axis("seeds", prof.seeds if seeds is None else seeds, 0)
     variants = tuple(prof.variants if variants is None else variants)
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise ValueError(f"unknown variants {sorted(unknown)}; choose from {VARIANTS}")
+    if len(set(variants)) != len(variants):
+        raise ValueError(f"variants {list(variants)} repeat a value: give each once")
     return ks, seeds, variants
 
 
@@ -125,6 +133,8 @@ def tasks(profile: str | Profile = "paper", datasets: Sequence[str] = ("mnist",)
     with the others; one configuration per retraining budget)."""
     prof = lenet_profile(profile)
     ks, seeds, variants = _axes(prof, ks, seeds, variants)
+    if len(set(datasets)) != len(tuple(datasets)):
+        raise ValueError(f"datasets {list(datasets)} repeat a value: give each once")
     common = {"results_root": None if results_root is None else str(results_root),
               "data_root": None if data_root is None else str(data_root), "commit": commit or git_commit()}
     out: list[Task] = []
@@ -176,15 +186,18 @@ def pruned_lenet(dataset: str, k: int, round: int, seed: int = 0, profile: str =
     store = open_store(STUDY, cfg, SCHEMA, results_root)
     if store is None:
         return None
+    def load(run_key):  # (round, model), restored inside the store's guarded read
+        return store.load_checkpoint(run_key, use=lambda ck: (ck["round"], restore(ck, new_model(cfg, 0))))
+
     if round == 0:
-        ck = store.load_checkpoint({"dataset": dataset, "seed": int(seed), "variant": "baseline"})
+        got = load({"dataset": dataset, "seed": int(seed), "variant": "baseline"})
     else:
         run_key = {"dataset": dataset, "k": int(k), "seed": int(seed), "variant": "block", "setting": "default"}
-        ck = store.load_checkpoint({**run_key, "round": int(round), "kind": "snapshot"})
-        if ck is None:
-            last = store.load_checkpoint(run_key)
-            ck = last if last is not None and last["round"] == round else None
-    return None if ck is None else restore(ck, new_model(cfg, 0))
+        got = load({**run_key, "round": int(round), "kind": "snapshot"})
+        if got is None:
+            got = load(run_key)
+            got = got if got is not None and got[0] == round else None
+    return None if got is None else got[1]
 
 
 def weight_frame(dataset: str, ks: Sequence[int], round: int, seed: int = 0, profile: str = "paper",

@@ -11,6 +11,10 @@ from .config import LAYERS
 
 __all__ = ["LAYERS", "baseline_summary", "summary_at", "controls_summary", "mean_sd", "nearest_round", "select_rows"]
 
+# Total densities of the two rounds the tables quote: round 11 (about 8.7%) and round 16
+# (about 2.9%: fc1 and fc2 keep 0.8^16 = 2.8% of their weights, fc3 keeps 0.9^16 = 18.5%).
+KEY_DENSITIES = (0.087, 0.029)
+
 
 def select_rows(df, ks, seeds, variants):
     """The rows of the requested axes (and the baselines of the requested seeds; the
@@ -28,7 +32,7 @@ def baseline_summary(df):
     return {"acc_mean": base["test_acc"].mean(), "acc_sd": base["test_acc"].std(), "n_seeds": base["seed"].nunique()}
 
 
-def summary_at(df, targets: Sequence[float] = (0.087, 0.028), variants: Sequence[str] = ("block",)):
+def summary_at(df, targets: Sequence[float] = KEY_DENSITIES, variants: Sequence[str] = ("block",)):
     """Test accuracy (mean, sd over seeds) per variant and k at the rounds nearest the
     target densities (rounds picked on ``block``; variants lacking a round are left out)."""
     parts = []
@@ -88,7 +92,7 @@ def summary_table(df, authors=None):
         variant=lambda d: d["variant"].astype(str))
 
 
-def key_rounds(summary, targets: Sequence[float] = (0.087, 0.028)) -> list[int]:
+def key_rounds(summary, targets: Sequence[float] = KEY_DENSITIES) -> list[int]:
     """The block-pruning rounds whose mean density is nearest each target (log scale)."""
     blk = summary[summary["variant"] == "block"]
     if blk.empty:
@@ -97,7 +101,7 @@ def key_rounds(summary, targets: Sequence[float] = (0.087, 0.028)) -> list[int]:
     return [int((dens.apply(math.log) - math.log(t)).abs().idxmin()) for t in targets]
 
 
-def compact_summary(summary, targets: Sequence[float] = (0.087, 0.028)):
+def compact_summary(summary, targets: Sequence[float] = KEY_DENSITIES):
     """The summary at the rounds nearest ``targets`` (plus the baselines), as
     'mean ± sd (n)' accuracy strings in percent: one row per (dataset, variant, k)."""
     rounds = key_rounds(summary, targets)
@@ -134,3 +138,42 @@ def scan_choice(df, variant: str, tol: float = 0.001) -> pd.DataFrame:
     else:
         pick = table.sort_values("mean_val", ascending=False)["setting"].iloc[0]
     return table.assign(chosen=table["setting"] == pick).sort_values("epochs").reset_index(drop=True)
+
+
+def scan_verdict(choice: pd.DataFrame, variant: str, used: str) -> str:
+    """One sentence: the setting a scan's rule picks (``choice`` from :func:`scan_choice`)
+    against the setting ``used`` by the profile, and why they may differ."""
+    picked = choice.loc[choice["chosen"], "setting"].tolist()
+    if not picked:
+        return f"{variant}: no scan rows in this run, so the rule picks nothing to compare with {used!r}"
+    head = f"{variant}: the rule picks {picked[0]!r}; the profile uses {used!r}: "
+    if picked == [used]:
+        return head + "the rule matches the profile"
+    if used not in set(choice["setting"]):
+        return head + ("the profile's setting is not among the scan's candidates (a quick profile keeps its runs short "
+                       "and its scan small), so the rule cannot pick it")
+    return head + "the rule DIFFERS from the profile: the profile no longer follows its own rule"
+
+
+def _density_ranges(values) -> str:
+    vals = sorted(float(v) for v in values)
+    return f"{100 * vals[0]:g}%" if len(vals) == 1 else f"{100 * vals[0]:g}-{100 * vals[-1]:g}%"
+
+
+def sensitivity_reading(table: pd.DataFrame) -> str:
+    """What the per-layer sensitivity scan shows (``table``: layer, k, target_density,
+    acc_mean in percent): at each density, the layer whose pruning alone costs the most
+    accuracy (mean over k), in words."""
+    if table.empty:
+        return "No sensitivity rows in this run."
+    acc = table.groupby(["target_density", "layer"])["acc_mean"].mean().unstack()
+    worst = acc.idxmin(axis=1)
+    parts = [f"{layer} at densities {_density_ranges(worst.index[worst == layer])}" for layer in sorted(set(worst))]
+    low, high = acc.index.min(), acc.index.max()
+    ends = "; ".join(f"at {100 * d:g}% density: " + ", ".join(f"{c} {acc.loc[d, c]:.1f}%" for c in acc.columns)
+                     for d in (high, low))
+    text = ("Pruned alone and not retrained (accuracy averaged over k), the layer that costs the most accuracy is "
+            + "; ".join(parts) + ". " + ends[0].upper() + ends[1:] + ".")
+    if "fc3" in acc.columns and "fc3" not in set(worst):
+        text += " At no density scanned is fc3 the most sensitive layer."
+    return text
