@@ -83,7 +83,7 @@ def test_committed_figures_are_redrawn_from_their_tables(tmp_path):
     from blockprune_utils.infra.paths import REPO_ROOT
     from blockprune_utils.plots.rerender import main, rerender
 
-    names = ("lenet_summary", "lenet_mnist_sensitivity", "lenet_mnist_acc_vs_k", "bsr_break_even")
+    names = ("lenet_summary", "lenet_mnist_sensitivity", "lenet_mnist_acc_vs_k", "bsr_break_even", "bsr_cache_misses")
     for name in names:
         for ext in ("csv", "json"):
             shutil.copy(REPO_ROOT / "figures" / f"{name}.{ext}", tmp_path)
@@ -105,3 +105,10 @@ def test_committed_figures_are_redrawn_from_their_tables(tmp_path):
     assert len(be) == be["format"].nunique() * be["k"].nunique() * be["batch"].nunique()
     with pytest.raises(ValueError, match="cannot be re-drawn"):
         main(["lenet_mnist_weights", "--folder", str(tmp_path)])
+
+
+def test_count_labels_are_short_and_never_negative():
+    from blockprune_utils.plots.bench import count_label
+
+    assert [count_label(v) for v in (881, 14775, 131577, 1.2e6, -0.2, float("nan"))] == \
+        ["881", "14.8k", "132k", "1.2M", "0", ""]

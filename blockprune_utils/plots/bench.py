@@ -229,6 +229,20 @@ def _failed_slots(sub, cases, kernels, width: float = 0.8) -> tuple[list[float],
     return xs, len(xs)
 
 
+def count_label(value: float) -> str:
+    """A bar's count, short enough to stand upright beside its neighbours: 881, 14.8k,
+    132k, 1.2M.  The numba counts are the difference of two runs, so a count of zero
+    can come out a little below 0; it reads 0 (the table keeps the value)."""
+    if not np.isfinite(value):
+        return ""
+    v = max(float(value), 0.0)
+    for div, unit in ((1e6, "M"), (1e3, "k")):
+        if v >= div:
+            x = v / div
+            return f"{x:.1f}{unit}" if x < 100 else f"{x:.0f}{unit}"
+    return f"{v:.0f}"
+
+
 def cache_misses(rows):
     """cachegrind: instructions, D1 misses and LL misses per product, one bar per
     kernel (scipy / numba, CSR / BSR, dense when measured), grouped by (k, round);
@@ -260,14 +274,15 @@ def cache_misses(rows):
         n_failed += n
         for i, (m, label) in enumerate(CACHE_METRICS):
             ax = axes[i][j]
-            sns.barplot(data=sub, x="case", y=m, hue="kernel", order=cases, hue_order=kernels, palette=CACHE_COLORS,
-                        ax=ax, legend=False)
+            # a difference of two runs can come out a little below 0: drawn at 0 (the table keeps it)
+            sns.barplot(data=sub.assign(**{m: sub[m].clip(lower=0)}), x="case", y=m, hue="kernel", order=cases,
+                        hue_order=kernels, palette=CACHE_COLORS, ax=ax, legend=False)
             for bars in ax.containers if len(cases) <= 3 else ():  # numbers on the bars while they fit
-                ax.bar_label(bars, labels=[f"{h:,.0f}" if np.isfinite(h) else "" for h in bars.datavalues],
-                             fontsize=7, padding=1)
+                ax.bar_label(bars, labels=[count_label(h) for h in bars.datavalues], fontsize=7, padding=2,
+                             rotation=90)
             ax.set_yscale("symlog", linthresh=10)  # misses can be 0
             top = float(sub[m].max()) if sub[m].notna().any() else 10.0
-            ax.set_ylim(0, 8 * max(10.0, top))
+            ax.set_ylim(0, 300 * max(10.0, top))  # room for the upright labels above the tallest bar
             if failed_x:
                 ax.scatter(failed_x, [2.0] * len(failed_x), **FAILED_MARK)
             ax.set_ylabel(label if j == 0 else "")

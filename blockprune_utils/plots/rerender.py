@@ -63,6 +63,13 @@ def _break_even(name: str, table: pd.DataFrame, folder: Path):
     return draw_break_even(table), table, break_even_map_caption(table)
 
 
+def _cache_misses(name: str, table: pd.DataFrame, folder: Path):
+    from .bench import cache_misses, cache_misses_caption
+
+    fig, table = cache_misses(table)
+    return fig, table, cache_misses_caption(table)
+
+
 def _lenet_summary(name: str, table: pd.DataFrame, folder: Path):
     from ..studies.lenet import compact_summary, lenet_profile
     from ..studies.lenet.report import summary_caption
@@ -74,7 +81,7 @@ def _lenet_summary(name: str, table: pd.DataFrame, folder: Path):
 # name pattern -> function(name, table, folder) -> (figure or None for a table, table, caption or None to keep the
 # old one[, the summary a table shows in the index])
 REDRAWERS = {"lenet_*_sensitivity": _sensitivity, "lenet_*_acc_vs_k": _acc_vs_k, "bsr_break_even": _break_even,
-             "lenet_summary": _lenet_summary}
+             "bsr_cache_misses": _cache_misses, "lenet_summary": _lenet_summary}
 
 
 def redrawer(name: str):
