@@ -1,6 +1,7 @@
 """Axis helpers shared by the plots of every study."""
 from __future__ import annotations
 
+import pandas as pd
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 DENSITY_TICKS = (0.8, 0.5, 0.3, 0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
@@ -21,3 +22,8 @@ def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of we
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}%"))
     ax.set_xlim(hi * margin, lo / margin)  # dense on the left, sparse on the right
     ax.set_xlabel(label)
+
+
+def rows_frame(rows) -> pd.DataFrame:
+    """Result rows (a DataFrame or an iterable of dicts) as a DataFrame of their own."""
+    return rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))

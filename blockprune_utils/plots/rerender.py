@@ -64,7 +64,7 @@ def _break_even(name: str, table: pd.DataFrame, folder: Path):
 
 
 def _cache_misses(name: str, table: pd.DataFrame, folder: Path):
-    from .bench import cache_misses, cache_misses_caption
+    from .cache import cache_misses, cache_misses_caption
 
     fig, table = cache_misses(table)
     return fig, table, cache_misses_caption(table)
