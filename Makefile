@@ -21,10 +21,12 @@ absolute = $(if $(filter /%,$(firstword $(1))),$(1),$(CURDIR)/$(1))
 DATA_DIR ?= data
 RESULTS_DIR ?= results
 FIGURES_DIR ?= figures
+QUICK_FIGURES_DIR ?= build/figures-quick
 override DATA_DIR := $(call absolute,$(or $(DATA_DIR),data))
 override RESULTS_DIR := $(call absolute,$(or $(RESULTS_DIR),results))
 override FIGURES_DIR := $(call absolute,$(or $(FIGURES_DIR),figures))
-export DATA_DIR RESULTS_DIR FIGURES_DIR
+override QUICK_FIGURES_DIR := $(call absolute,$(or $(QUICK_FIGURES_DIR),build/figures-quick))
+export DATA_DIR RESULTS_DIR FIGURES_DIR QUICK_FIGURES_DIR
 # paper: the full study (about an hour on 2 CPU cores); quick: minutes, what the tests run.
 PROFILE ?= paper
 # LeNet sweep: data sets, and local worker processes (default: one per core).
@@ -111,7 +113,7 @@ lab-student: $(STAMP) ## write the lab's student version (solutions stripped) an
 	$(PY) -m blockprune_utils.lab student $(LAB_NB) --out $(LAB_OUT)
 
 lab-grade: $(STAMP) ## grade a submitted lab notebook: make lab-grade SUBMISSION=path/to/10_lab_block_pruning.ipynb
-	@test -n "$(SUBMISSION)" || { echo "give the notebook to grade: make lab-grade SUBMISSION=path/to/notebook.ipynb"; exit 2; }
+	@test -n $(call q,$(SUBMISSION)) || { echo "give the notebook to grade: make lab-grade SUBMISSION=path/to/notebook.ipynb"; exit 2; }
 	sub=$(call q,$(SUBMISSION)); $(PY) -m blockprune_utils.lab grade "$$sub" --out "$${sub%.ipynb}.grades.json"
 
 lint: $(STAMP) ## ruff over the package, tests and notebooks

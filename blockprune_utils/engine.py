@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from pathlib import Path
 from typing import Sequence
 
 from .studies.base import Task
@@ -47,7 +48,7 @@ def check_scheduler(scheduler: str) -> str:
         return text
     why = None
     try:
-        info = json.loads(open(text).read())
+        info = json.loads(Path(text).read_text())
     except FileNotFoundError:
         why = "no such file"
     except (OSError, ValueError) as err:

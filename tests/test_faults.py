@@ -366,7 +366,7 @@ def _sweep_error(capsys, monkeypatch, tmp_path, *args) -> str:
     (["--ks", "0"], r"ks \[0\] not allowed: each must be a whole number in 1..10"),
     (["--ks", "1000"], r"ks \[1000\] not allowed: each must be a whole number in 1..10 \(a larger block would cover"),
     (["--ks", "4", "4"], r"ks \[4, 4\] repeats \[4\]: give each value once"),
-    (["--seeds", "-1"], r"seeds \[-1\] not allowed: each must be a whole number in >= 0"),
+    (["--seeds", "-1"], r"seeds \[-1\] not allowed: each must be a whole number >= 0"),
     (["--variants", "block", "block"], r"variants \['block', 'block'\] repeat a value"),
     (["--dataset", "mnist", "mnist"], r"datasets \['mnist', 'mnist'\] repeat a value"),
     (["--workers", "0"], r"argument --workers: '0' is not a whole number >= 1"),

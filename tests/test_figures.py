@@ -112,3 +112,10 @@ def test_count_labels_are_short_and_never_negative():
 
     assert [count_label(v) for v in (881, 14775, 131577, 1.2e6, -0.2, float("nan"))] == \
         ["881", "14.8k", "132k", "1.2M", "0", ""]
+
+
+def test_a_quick_figure_never_enters_the_committed_folder_even_when_figures_dir_points_elsewhere(folders):
+    from blockprune_utils.infra.paths import REPO_ROOT
+
+    with pytest.raises(FullRunFigureError, match="full-run results only"):
+        _save("quick", out_dir=REPO_ROOT / "figures")

@@ -338,3 +338,19 @@ def test_readme_opens_with_students_then_teachers_then_researchers():
     order = [text.index(s) for s in ("**Students.** `make lab`", "**Teachers.** `make lab-student`", "make book",
                                      "**Researchers.**", "## Quick start: two commands", "make figures   #", "make test      #")]
     assert order == sorted(order)
+
+
+def test_the_student_version_never_replaces_a_folder_it_did_not_write(tmp_path):
+    from blockprune_utils.infra.paths import REPO_ROOT
+    from blockprune_utils.lab.build import write_release
+
+    solution = REPO_ROOT / "notebooks" / "10_lab_block_pruning.ipynb"
+    for out in (REPO_ROOT / "notebooks", REPO_ROOT, REPO_ROOT.parent):
+        with pytest.raises(ValueError, match="holds the solution notebook or the repository"):
+            write_release(solution, out)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(ValueError, match="not empty and holds no earlier release"):
+        write_release(solution, other)
+    assert (other / "keep.txt").read_text() == "mine"

@@ -4,7 +4,7 @@ training kernels (:mod:`.train_kernels`) spelt out as LLVM vector instructions.
 numba leaves LLVM's SLP vectoriser off and vectorises a loop only when it is the
 innermost one and free of reductions (no reassociation is allowed: only FMA
 contraction), so the two register-blocked micro-kernels of a block product are
-written here as intrinsics over flat float32 arrays (offsets and strides in
+written here as intrinsics over flat float32 or float64 arrays (offsets and strides in
 elements):
 
 - :func:`rows_axpy`: ``RR`` rows of ``W`` samples of ``y`` kept in vector registers
@@ -17,7 +17,7 @@ elements):
 
 The arrays are float32 or float64 (one dtype per call).  Vector widths are LLVM's
 generic ``<W x float>``: the backend splits them into
-whatever the host has (two 8-lane registers on AVX2, one 16-lane on AVX-512), so
+whatever the host has (for float32: two 8-lane registers on AVX2, one 16-lane on AVX-512), so
 nothing depends on the instruction set.  Like :mod:`.jit` it imports no torch.
 """
 from __future__ import annotations

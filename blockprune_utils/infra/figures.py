@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .paths import figures_dir, quick_figures_dir
+from .paths import REPO_ROOT, figures_dir, quick_figures_dir
 from .provenance import git_commit
 from .store import atomic_write_bytes, atomic_write_text
 
@@ -46,7 +46,7 @@ def _check_target(out: Path, name: str, profile: str) -> None:
     """Refuse to write a quick-run ``name`` into the full-run folder or over a full run's sidecar."""
     if not is_quick(profile):
         return
-    if out.resolve() == figures_dir().resolve():
+    if out.resolve() in (figures_dir().resolve(), (REPO_ROOT / "figures").resolve()):
         raise FullRunFigureError(
             f"refusing to write the {profile}-profile figure {name!r} into {out}: that folder holds full-run results "
             f"only; quick runs write to QUICK_FIGURES_DIR ({quick_figures_dir()})")

@@ -84,6 +84,7 @@ def write_release(solution: Path, out: Path) -> dict[str, Path]:
     nb = nbformat.read(str(solution), as_version=4)
     if not has_solutions(nb):
         raise ValueError(f"{solution} has no solution regions ({BEGIN!r} ... {END!r}): is it already a student version?")
+    _check_release_folder(out, solution)
     student = student_version(nb)
     tmp = out.with_name(out.name + ".part")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -99,6 +100,20 @@ def write_release(solution: Path, out: Path) -> dict[str, Path]:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return {"student": out / "student" / solution.name, "tasks": out / "autograder" / "tasks.json"}
+
+
+def _check_release_folder(out: Path, solution: Path) -> None:
+    """Refuse an output folder that replacing would lose anything else: one holding the
+    solution or the repository, or a non-empty folder that is not an earlier release."""
+    out, sol = Path(out).resolve(), Path(solution).resolve()
+    from ..infra.paths import REPO_ROOT
+
+    if out == sol.parent or out in sol.parents or out == REPO_ROOT or out in REPO_ROOT.parents:
+        raise ValueError(f"--out {out} holds the solution notebook or the repository: give a folder of its own, "
+                         "e.g. build/lab")
+    if out.exists() and any(out.iterdir()) and not (out / "autograder" / "tasks.json").is_file():
+        raise ValueError(f"--out {out} is not empty and holds no earlier release (autograder/tasks.json): it is "
+                         "replaced whole, so give an empty or new folder")
 
 
 _AUTOGRADER_README = """# Autograder of {name}

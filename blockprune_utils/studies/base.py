@@ -60,9 +60,9 @@ def check_axis(name: str, values, minimum: int | None = None, maximum: int | Non
     bad = [v for v in values if isinstance(v, bool) or not isinstance(v, int)
            or (minimum is not None and v < minimum) or (maximum is not None and v > maximum)]
     if bad:
-        allowed = (f"{minimum}..{maximum}" if minimum is not None and maximum is not None
-                   else f">= {minimum}" if minimum is not None else f"<= {maximum}")
-        raise ValueError(f"{name} {bad} not allowed: each must be a whole number in {allowed}{why}")
+        allowed = (f" in {minimum}..{maximum}" if minimum is not None and maximum is not None
+                   else f" >= {minimum}" if minimum is not None else f" <= {maximum}" if maximum is not None else "")
+        raise ValueError(f"{name} {bad} not allowed: each must be a whole number{allowed}{why}")
     repeated = sorted({v for v in values if values.count(v) > 1})
     if repeated:
         raise ValueError(f"{name} {list(values)} repeats {repeated}: give each value once")
