@@ -45,8 +45,8 @@ help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 	@echo "  variables: DATA_DIR=$(DATA_DIR)  PROFILE=$(PROFILE)  WORKERS=$(or $(WORKERS),<one per core>)  SCHEDULER=$(SCHEDULER)"
 
-paths: ## show the data, results and figures folders as the notebooks see them
-	@cd notebooks && $(call q,$(call absolute,$(PY))) -c "from blockprune_utils.infra import paths as p; print(f'DATA_DIR={p.data_dir()}'); print(f'RESULTS_DIR={p.results_dir()}'); print(f'FIGURES_DIR={p.figures_dir()}')"
+paths: ## show the data, results and figures folders (full and quick runs) as the notebooks see them
+	@cd notebooks && $(call q,$(call absolute,$(PY))) -c "from blockprune_utils.infra import paths as p; print(f'DATA_DIR={p.data_dir()}'); print(f'RESULTS_DIR={p.results_dir()}'); print(f'FIGURES_DIR={p.figures_dir()}'); print(f'QUICK_FIGURES_DIR={p.quick_figures_dir()}')"
 
 venv: $(STAMP) ## create or refresh .venv (cheap when current)
 
