@@ -53,11 +53,12 @@ def test_make_clean_results_keeps_a_path_with_spaces_whole():
 
 def test_make_paths_with_spaces(tmp_path):
     out = make("-s", "paths", f"PY={sys.executable}", "DATA_DIR=my data", f"RESULTS_DIR={tmp_path}/my results",
-               "FIGURES_DIR=rel/my figures")
+               "FIGURES_DIR=rel/my figures", "QUICK_FIGURES_DIR=rel/my quick figures")
     assert out.returncode == 0, out.stderr
     seen = dict(line.split("=", 1) for line in out.stdout.splitlines())
     assert seen == {"DATA_DIR": str(REPO / "my data"), "RESULTS_DIR": str(tmp_path / "my results"),
-                    "FIGURES_DIR": str(REPO / "rel" / "my figures")}
+                    "FIGURES_DIR": str(REPO / "rel" / "my figures"),
+                    "QUICK_FIGURES_DIR": str(REPO / "rel" / "my quick figures")}
     out = make("-n", "sweep-lenet", "PY=python", "STAMP=", "SCHEDULER=/tmp/my scheduler.json")
     assert "--scheduler '/tmp/my scheduler.json'" in out.stdout
 
