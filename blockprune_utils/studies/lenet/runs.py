@@ -142,11 +142,11 @@ def prune_run(run: Run, seed: int, k: int, variant: str, phase: TrainConfig | No
               setting: str = "default") -> None:
     """R rounds of prune + retrain for one (k, seed, variant), resumable.
 
-    ``block`` and ``retrain_scan`` prune by block score, ``random_retrain`` by fixed
+    ``block``, ``retrain_scan``, ``epochs_scan`` and ``budget`` prune by block score, ``random_retrain`` by fixed
     random scores, ``dense_control`` prunes nothing (k = 0: same retraining, no
     pruning).  ``phase`` replaces the configured retraining (the scan's candidates);
     seed 0 of ``block`` keeps a snapshot of every round (for the weight figures and
-    the benchmark); ``retrain_scan`` rows record no test accuracy."""
+    the benchmark); ``retrain_scan`` and ``epochs_scan`` rows record no test accuracy."""
     cfg = run.cfg
     rr = RoundsRun(run.store, {"dataset": cfg.data.dataset, "k": int(k), "seed": int(seed), "variant": variant,
                                "setting": setting},
@@ -164,7 +164,7 @@ def prune_run(run: Run, seed: int, k: int, variant: str, phase: TrainConfig | No
         pruner = BlockPruner(k, cfg.pruning.rate_map, score=cfg.pruning.score)
     gen = torch.Generator().manual_seed(derive_seed("retrain-data", seed, k, variant))
     phase = phase or cfg.training.retrain
-    scan = variant == "retrain_scan"
+    scan = variant in ("retrain_scan", "epochs_scan")
 
     def retrain(m, r):
         t0 = time.perf_counter()
@@ -257,8 +257,15 @@ def task(kind: str, cfg: RunConfig, profile: str, seed: int, k: int = 0, round: 
         baseline(run, seed)
     elif kind == "baseline_scan":
         baseline_scan(run, setting, phase)
-    elif kind in ("block", "random_retrain", "dense_control", "retrain_scan"):
+    elif kind in ("block", "random_retrain", "dense_control", "retrain_scan", "epochs_scan", "budget"):
         prune_run(run, seed, k, kind, phase, setting)
+    elif kind in ("neuron", "narrow_dense"):
+        from . import neurons  # it builds on this module
+
+        if kind == "neuron":
+            neurons.neuron_run(run, seed)
+        else:
+            neurons.narrow_run(run, seed, round)
     elif kind == "random_scratch":
         scratch_run(run, seed, k, round)
     elif kind == "sensitivity":

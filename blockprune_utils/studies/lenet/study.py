@@ -9,6 +9,7 @@ and returns the tidy rows; :func:`cached_frame`, :func:`pruned_lenet` and
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -21,7 +22,18 @@ from ...infra.store import open_store
 from ...models import LeNet300100
 from ...train import TrainConfig
 from ..base import Task, check_axis, restore
-from .config import LAYERS, SCHEMA, STUDY, VARIANTS, Profile, RunConfig, authors_configs, lenet_profile, run_config
+from .config import (
+    LAYERS,
+    SCHEMA,
+    STUDY,
+    VARIANTS,
+    Profile,
+    RunConfig,
+    authors_configs,
+    lenet_profile,
+    run_config,
+    setting_name,
+)
 from .runs import key, new_model, store_for, task
 from .summary import select_rows
 
@@ -74,9 +86,12 @@ def units(cfg: RunConfig, prof: Profile, ks, seeds, variants) -> list[Unit]:
             if v in ("block", "random_retrain"):
                 out += [Unit(v, seed, k, keys=tuple(key(cfg, v, k, r, seed) for r in rounds),
                              cost=p.rounds * t.retrain.epochs) for k in ks]
-            elif v == "dense_control":
+            elif v in ("dense_control", "neuron"):
                 out.append(Unit(v, seed, 0, keys=tuple(key(cfg, v, 0, r, seed) for r in rounds),
                                 cost=p.rounds * t.retrain.epochs))
+            elif v == "narrow_dense":
+                out += [Unit(v, seed, 0, r, keys=(key(cfg, v, 0, r, seed),), cost=t.baseline.epochs)
+                        for r in prof.narrow_rounds if 1 <= r <= p.rounds]
             elif v == "random_scratch":
                 out += [Unit(v, seed, k, r, keys=(key(cfg, v, k, r, seed),), cost=t.scratch.epochs)
                         for k in ks for r in p.scratch_rounds]
@@ -92,6 +107,16 @@ def units(cfg: RunConfig, prof: Profile, ks, seeds, variants) -> list[Unit]:
         out += [Unit("retrain_scan", 0, prof.scan_k, setting=name, phase=ph, cost=p.rounds * ph.epochs,
                      keys=tuple(key(cfg, "retrain_scan", prof.scan_k, r, 0, setting=name) for r in rounds))
                 for name, ph in prof.retrain_candidates]
+    for v, ks_e, epochs in (("epochs_scan", prof.epochs_scan_ks, prof.epochs_candidates),
+                            ("budget", prof.budget_ks, prof.budget_epochs)):
+        if 0 not in seeds or v not in variants:
+            continue
+        for e in epochs:
+            ph = dataclasses.replace(t.retrain, epochs=e)
+            if v == "budget" and ph == t.retrain:
+                continue  # the profile's own epochs per round: that run is ``block``
+            out += [Unit(v, 0, k, setting=setting_name(ph), phase=ph, cost=p.rounds * e,
+                         keys=tuple(key(cfg, v, k, r, 0, setting=setting_name(ph)) for r in rounds)) for k in ks_e]
     return out
 
 
@@ -113,7 +138,7 @@ def _config_tasks(cfg: RunConfig, prof: Profile, unit_list: list[Unit], prefix: 
         base_name = f"{prefix}/baseline/seed={seed}"
         children = [Task(f"{prefix}/{u.name}", _run_task,
                          ((u.kind, cfg, prof.name, u.seed, u.k, u.round, u.setting, u.phase), common),
-                         deps=() if u.kind == "baseline_scan" else (base_name,), cost=float(u.cost))
+                         deps=() if u.kind in ("baseline_scan", "narrow_dense") else (base_name,), cost=float(u.cost))
                     for u in todo if u.seed == seed]
         needs_base = any(c.deps for c in children)
         if needs_base or not (skip_done and store.has(key(cfg, "baseline", 0, 0, seed))):

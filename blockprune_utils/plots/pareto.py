@@ -1,0 +1,80 @@
+"""Plots of the LeNet budget and accuracy-for-the-time questions: the epochs-per-round
+scan, test accuracy against epochs per round (the budget figure) and the Pareto
+figure (test accuracy against measured latency).  Each returns ``(figure, table)``,
+the table being what the figure draws (saved as its CSV)."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from ..studies.lenet.pareto import frontier
+
+
+def epochs_scan(choice: pd.DataFrame):
+    """Mean validation accuracy over the late rounds against epochs per round, one
+    line per scanned k and their mean; the rule's pick marked."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    cols = [c for c in choice.columns if c.startswith("val_k")]
+    for c in cols:
+        ax.plot(choice["epochs"], 100 * choice[c], marker="o", label=f"k = {c[5:]}")
+    ax.plot(choice["epochs"], 100 * choice["mean_val"], color="black", lw=2, marker="s", label="mean over k")
+    picked = choice[choice["chosen"]]
+    ax.scatter(picked["epochs"], 100 * picked["mean_val"], s=160, facecolors="none", edgecolors="red", lw=2,
+               label="the rule's pick", zorder=5)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(list(choice["epochs"]), [str(e) for e in choice["epochs"]])
+    ax.set_xlabel("retraining epochs per pruning round")
+    ax.set_ylabel("validation accuracy, late rounds (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig, choice
+
+
+def budget(table: pd.DataFrame):
+    """Test accuracy at the key rounds against epochs per round, one line per k and
+    one panel per round (``table`` from :func:`~blockprune_utils.studies.lenet.budget.budget_table`)."""
+    rounds = sorted(table["round"].unique())
+    fig, axes = plt.subplots(1, max(len(rounds), 1), figsize=(5 * max(len(rounds), 1), 3.6), squeeze=False)
+    palette = dict(zip(sorted(table["k"].unique()), sns.color_palette("viridis", table["k"].nunique())))
+    for ax, r in zip(axes[0], rounds):
+        sub = table[table["round"] == r]
+        for k, g in sub.groupby("k"):
+            g = g.sort_values("epochs_per_round")
+            ax.errorbar(g["epochs_per_round"], 100 * g["acc_mean"], yerr=100 * g["acc_sd"].fillna(0), marker="o",
+                        capsize=3, color=palette[k], label=f"k = {k}")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sorted(sub["epochs_per_round"].unique()), [str(e) for e in sorted(sub["epochs_per_round"].unique())])
+        ax.set_title(f"round {r} ({100 * sub['density'].mean():.1f}% of weights kept)")
+        ax.set_xlabel("retraining epochs per pruning round")
+        ax.set_ylabel("test accuracy (%)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig, table
+
+
+def pareto(points: pd.DataFrame, title: str = ""):
+    """Test accuracy against latency of the fastest backend, one panel per batch size,
+    one line per model family (k, neuron pruning, narrow dense), the frontier dashed."""
+    batches = sorted(points["batch"].unique())
+    fig, axes = plt.subplots(1, max(len(batches), 1), figsize=(6 * max(len(batches), 1), 4.2), squeeze=False)
+    lines = sorted(points["line"].unique(), key=lambda s: (s.startswith("blocks"), s))
+    palette = dict(zip(lines, sns.color_palette("tab10", len(lines))))
+    for ax, b in zip(axes[0], batches):
+        sub = points[points["batch"] == b]
+        for line, g in sub.groupby("line"):
+            g = g.sort_values("round")
+            marker = "*" if line == "dense baseline" else "o"
+            ax.plot(g["median_us"], 100 * g["acc_mean"], marker=marker, ms=9 if marker == "*" else 4, lw=1,
+                    color=palette[line], label=line)
+        front = frontier(sub)
+        ax.plot(front["median_us"], 100 * front["acc_mean"], color="black", ls="--", lw=1, label="Pareto frontier")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"latency at batch {b} (µs, fastest backend, 1 thread)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{title} batch {b}".strip())
+        low = max(sub["acc_mean"].quantile(0.1) * 100 - 2, 0)
+        ax.set_ylim(low, 100 * sub["acc_mean"].max() + 0.5)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig, points
