@@ -32,22 +32,26 @@ def epochs_scan(choice: pd.DataFrame):
 
 
 def budget(table: pd.DataFrame):
-    """Test accuracy at the key rounds against epochs per round, one line per k and
-    one panel per round (``table`` from :func:`~blockprune_utils.studies.lenet.budget.budget_table`)."""
-    rounds = sorted(table["round"].unique())
-    fig, axes = plt.subplots(1, max(len(rounds), 1), figsize=(5 * max(len(rounds), 1), 3.6), squeeze=False)
+    """Test accuracy at the key rounds against epochs per round, one line per k, one
+    panel per (data set, round) (``table`` from
+    :func:`~blockprune_utils.studies.lenet.budget.budget_table`)."""
+    datasets, rounds = sorted(table["dataset"].unique()), sorted(table["round"].unique())
+    nr, nc = max(len(datasets), 1), max(len(rounds), 1)
+    fig, axes = plt.subplots(nr, nc, figsize=(5 * nc, 3.4 * nr), squeeze=False)
     palette = dict(zip(sorted(table["k"].unique()), sns.color_palette("viridis", table["k"].nunique())))
-    for ax, r in zip(axes[0], rounds):
-        sub = table[table["round"] == r]
-        for k, g in sub.groupby("k"):
-            g = g.sort_values("epochs_per_round")
-            ax.errorbar(g["epochs_per_round"], 100 * g["acc_mean"], yerr=100 * g["acc_sd"].fillna(0), marker="o",
-                        capsize=3, color=palette[k], label=f"k = {k}")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(sorted(sub["epochs_per_round"].unique()), [str(e) for e in sorted(sub["epochs_per_round"].unique())])
-        ax.set_title(f"round {r} ({100 * sub['density'].mean():.1f}% of weights kept)")
-        ax.set_xlabel("retraining epochs per pruning round")
-        ax.set_ylabel("test accuracy (%)")
+    for i, ds in enumerate(datasets):
+        for j, r in enumerate(rounds):
+            ax, sub = axes[i][j], table[(table["dataset"] == ds) & (table["round"] == r)]
+            for k, g in sub.groupby("k"):
+                g = g.sort_values("epochs_per_round")
+                ax.errorbar(g["epochs_per_round"], 100 * g["acc_mean"], yerr=100 * g["acc_sd"].fillna(0), marker="o",
+                            capsize=3, color=palette[k], label=f"k = {k}")
+            epochs = sorted(sub["epochs_per_round"].unique())
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(epochs, [str(e) for e in epochs])
+            ax.set_title(f"{ds}, round {r} ({100 * sub['density'].mean():.1f}% kept)")
+            ax.set_xlabel("retraining epochs per pruning round")
+            ax.set_ylabel("test accuracy (%)")
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
     return fig, table

@@ -118,8 +118,7 @@ def literature_table(df: pd.DataFrame | None = None, *, baseline_epochs: int | N
     if df is not None and len(df) and (df["variant"] == "block").any():
         df = df[df["dataset"] == "mnist"] if "dataset" in df else df
         base = df[df["variant"] == "baseline"]["test_acc"].mean()
-        for t in targets:
-            r = nearest_round(df, t)
+        for r in dict.fromkeys(nearest_round(df, t) for t in targets):
             blk = df[(df["variant"] == "block") & (df["k"] == 1) & (df["round"] == r)]
             ctl = df[(df["variant"] == "dense_control") & (df["round"] == r)]["test_acc"].mean()
             if blk.empty:

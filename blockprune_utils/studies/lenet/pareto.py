@@ -191,14 +191,16 @@ def _describe(p) -> str:
 
 def pareto_reading(points: pd.DataFrame, batch: int, budgets: Sequence[float] | None = None) -> str:
     """Sentences for one batch size: under each latency budget (default: the dense
-    baseline's latency, and a half and a quarter of it), the most accurate model;
-    which line holds most of the frontier; where neuron pruning and the narrow nets stand."""
+    baseline's latency, the fastest model's, and their geometric mean), the most
+    accurate model; which line holds most of the frontier; where neuron pruning and
+    the narrow nets stand."""
     pts = points[points["batch"] == batch]
     if pts.empty:
         return f"No latency rows at batch {batch}."
     dense = pts.loc[pts["variant"] == "baseline", "median_us"]
     ref = float(dense.iloc[0]) if len(dense) else float(pts["median_us"].max())
-    budgets = budgets if budgets is not None else (ref, ref / 2, ref / 4)
+    fastest = float(pts["median_us"].min())
+    budgets = budgets if budgets is not None else sorted({ref, math.sqrt(ref * fastest), fastest}, reverse=True)
     parts = []
     for b in budgets:
         under = pts[pts["median_us"] <= b]
@@ -209,8 +211,10 @@ def pareto_reading(points: pd.DataFrame, batch: int, budgets: Sequence[float] | 
                      + _describe(under.loc[under["acc_mean"].idxmax()]))
     front = frontier(pts)
     counts = front["line"].value_counts()
+    top = sorted(counts.index[counts == counts.max()])
+    held = f"the line holding most of it is {top[0]}" if len(top) == 1 else f"{' and '.join(top)} hold most of it, tied"
     text = "; ".join(parts) + f". The frontier's {len(front)} models: " + \
-        ", ".join(f"{line} {n}" for line, n in counts.items()) + f"; the line holding most of it is {counts.index[0]}."
+        ", ".join(f"{line} {n}" for line, n in counts.items()) + f"; {held}."
     for line in ("neuron pruning", "narrow dense"):
         own = pts[pts["line"] == line]
         if len(own):
@@ -221,6 +225,10 @@ def pareto_reading(points: pd.DataFrame, batch: int, budgets: Sequence[float] | 
 
 
 def best_line(points: pd.DataFrame, batch: int) -> str | None:
-    """The line holding most points of the frontier at ``batch`` (None without rows)."""
+    """The line holding most points of the frontier at ``batch`` (ties: the one whose
+    frontier points reach the highest accuracy; None without rows)."""
     front = frontier(points[points["batch"] == batch])
-    return None if front.empty else str(front["line"].value_counts().index[0])
+    if front.empty:
+        return None
+    stats = front.groupby("line").agg(n=("acc_mean", "size"), best=("acc_mean", "max"))
+    return str(stats.sort_values(["n", "best"], ascending=False).index[0])
