@@ -217,3 +217,23 @@ def test_latency_rows_time_every_stored_model(tiny):
     text = P.pareto_reading(pts, 1)
     assert text.startswith("under ") and "the most accurate model is" in text and "Neuron pruning" in text
     assert P.best_line(pts, 8) in set(pts["line"])
+
+
+def test_latency_frame_reuses_its_rows_until_a_model_is_missing(tiny, monkeypatch):
+    root, prof, _ = tiny
+    monkeypatch.setitem(L.PROFILES, "tiny-budget", dataclasses.replace(prof, name="tiny-budget", ks=(2,)))
+    calls = []
+    real = P.latency_rows
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **{**kwargs, "batches": (1,)})
+
+    monkeypatch.setattr(P, "latency_rows", counted)
+    first = P.latency_frame("tiny-budget", config=TINY, budget_s=0.001, results_root=root)
+    again = P.latency_frame("tiny-budget", config=TINY, budget_s=0.001, results_root=root)
+    assert len(calls) == 1 and len(first) == len(again) > 0
+    path = L.store_for(TINY, root).dir / "latency.csv"
+    pd.read_csv(path).query("variant != 'neuron'").to_csv(path, index=False)  # a model the rows hold is missing
+    P.latency_frame("tiny-budget", config=TINY, budget_s=0.001, results_root=root)
+    assert len(calls) == 2
