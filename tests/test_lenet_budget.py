@@ -129,6 +129,17 @@ def test_epochs_rule_picks_the_fewest_epochs_near_the_best():
     assert B.epochs_pick(df.iloc[:0]) is None and "no scan rows" in B.epochs_verdict(B.epochs_choice(df.iloc[:0]), 1)
 
 
+def test_epochs_rule_re_chooses_the_learning_rate_with_the_epochs():
+    df = pd.concat([_scan_frame({(1, 1): 0.960, (2, 1): 0.970, (4, 1): 0.971}),
+                    _scan_frame({(1, 1): 0.962, (2, 1): 0.9705, (4, 1): 0.968}).assign(
+                        setting=lambda d: d["epochs"].astype(str) + "ep-low")], ignore_index=True)
+    choice = B.epochs_choice(df)
+    assert len(choice) == 6 and choice.loc[choice["chosen"], "setting"].tolist() == ["2ep-low"]
+    assert B.epochs_pick(df) == 2
+    assert "matches the profile" in B.epochs_verdict(choice, 2, used_setting="2ep-low")
+    assert "DIFFERS" in B.epochs_verdict(choice, 2, used_setting="2ep")
+
+
 def test_budget_table_joins_the_block_rows_at_the_profile_epochs():
     rows = []
     for variant, e, seeds in (("block", 1, (0, 1)), ("budget", 4, (0,))):
@@ -237,3 +248,17 @@ def test_latency_frame_reuses_its_rows_until_a_model_is_missing(tiny, monkeypatc
     pd.read_csv(path).query("variant != 'neuron'").to_csv(path, index=False)  # a model the rows hold is missing
     P.latency_frame("tiny-budget", config=TINY, budget_s=0.001, results_root=root)
     assert len(calls) == 2
+
+
+def test_scan_and_budget_units_of_the_paper_profile():
+    from blockprune_utils.studies.lenet.study import units
+
+    prof = dataclasses.replace(L.PROFILES["paper"], epochs_scan_lrs=(1e-3,))
+    cfg = L.run_config("paper", "mnist")
+    us = units(cfg, prof, prof.ks, (0,), ("epochs_scan", "budget"))
+    scan = {(u.k, u.phase.epochs, u.phase.lr) for u in us if u.kind == "epochs_scan"}
+    assert scan == {(k, e, lr) for k in (1, 4) for e in (1, 2, 4, 8) for lr in (cfg.training.retrain.lr, 1e-3)}
+    budget = [u for u in us if u.kind == "budget"]
+    assert {(u.k, u.phase.epochs) for u in budget} == {(k, e) for k in (1, 2, 4, 6) for e in (2, 4, 8)}  # E=1: block
+    assert all(u.phase.lr == cfg.training.retrain.lr and len(u.keys) == 16 for u in budget)
+    assert prof.epochs_per_round == cfg.training.retrain.epochs == L.config.PAPER_EPOCHS_PER_ROUND

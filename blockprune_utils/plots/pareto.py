@@ -14,20 +14,27 @@ from ..studies.lenet.pareto import frontier
 
 def epochs_scan(choice: pd.DataFrame):
     """Mean validation accuracy over the late rounds against epochs per round, one
-    line per scanned k and their mean; the rule's pick marked."""
+    line per scanned k and their mean (per learning-rate schedule, where several were
+    scanned); the rule's pick marked.  ``choice`` from
+    :func:`~blockprune_utils.studies.lenet.budget.epochs_choice`."""
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     cols = [c for c in choice.columns if c.startswith("val_k")]
-    for c in cols:
-        ax.plot(choice["epochs"], 100 * choice[c], marker="o", label=f"k = {c[5:]}")
-    ax.plot(choice["epochs"], 100 * choice["mean_val"], color="black", lw=2, marker="s", label="mean over k")
+    schedules = choice["setting"].str.replace(r"-\d+ep$", "", regex=True)
+    several = schedules.nunique() > 1
+    for (sched, g), ls in zip(choice.groupby(schedules), ("-", "--", ":", "-.")):
+        tag = f" ({sched})" if several else ""
+        for c, color in zip(cols, sns.color_palette("tab10", len(cols))):
+            ax.plot(g["epochs"], 100 * g[c], marker="o", ls=ls, color=color, label=f"k = {c[5:]}{tag}")
+        ax.plot(g["epochs"], 100 * g["mean_val"], color="black", ls=ls, lw=2, marker="s", label=f"mean over k{tag}")
     picked = choice[choice["chosen"]]
     ax.scatter(picked["epochs"], 100 * picked["mean_val"], s=160, facecolors="none", edgecolors="red", lw=2,
                label="the rule's pick", zorder=5)
+    epochs = sorted(choice["epochs"].unique())
     ax.set_xscale("log", base=2)
-    ax.set_xticks(list(choice["epochs"]), [str(e) for e in choice["epochs"]])
+    ax.set_xticks(epochs, [str(e) for e in epochs])
     ax.set_xlabel("retraining epochs per pruning round")
     ax.set_ylabel("validation accuracy, late rounds (%)")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7)
     fig.tight_layout()
     return fig, choice
 

@@ -14,20 +14,24 @@ BUDGET_COLUMNS = ["dataset", "k", "epochs_per_round", "round", "density", "acc_m
 
 
 def epochs_choice(df: pd.DataFrame, rule: EpochsRule = EPOCHS_RULE) -> pd.DataFrame:
-    """The ``epochs_scan`` candidates: per epochs per round, the mean validation
-    accuracy over the rule's late rounds for each scanned k (columns ``val_k<k>``)
-    and over all of them (``mean_val``), and which one the rule picks (``chosen``:
-    the fewest epochs within ``rule.tol`` of the best ``mean_val``)."""
+    """The ``epochs_scan`` candidates, one per schedule (``setting``: epochs per round
+    and learning rate): the mean validation accuracy over the rule's late rounds for
+    each scanned k (columns ``val_k<k>``) and over all of them (``mean_val``), and
+    which one the rule picks (``chosen``): the fewest epochs whose best schedule is
+    within ``rule.tol`` of the best ``mean_val``, with that best schedule (its
+    learning rate, where several were scanned)."""
     sub = df[df["variant"] == "epochs_scan"]
     if sub.empty:
-        return pd.DataFrame(columns=["epochs", "mean_val", "chosen"])
+        return pd.DataFrame(columns=["epochs", "setting", "mean_val", "chosen"])
     late = sub[sub["round"].isin(rule.late_rounds(int(sub["round"].max())))]
-    per_k = late.groupby(["epochs", "k"])["val_acc"].mean().unstack("k")
+    per_k = late.groupby(["epochs", "setting", "k"])["val_acc"].mean().unstack("k")
     per_k.columns = [f"val_k{k}" for k in per_k.columns]
-    table = per_k.assign(mean_val=per_k.mean(axis=1)).reset_index().sort_values("epochs")
-    ok = table[table["mean_val"] >= table["mean_val"].max() - rule.tol]
-    pick = int(ok["epochs"].min())
-    return table.assign(chosen=table["epochs"] == pick).reset_index(drop=True)
+    table = per_k.assign(mean_val=per_k.mean(axis=1)).reset_index().sort_values(["epochs", "setting"])
+    best_per_e = table.groupby("epochs")["mean_val"].max()
+    pick_e = int(best_per_e[best_per_e >= table["mean_val"].max() - rule.tol].index.min())
+    at_e = table[table["epochs"] == pick_e]
+    pick = at_e.loc[at_e["mean_val"].idxmax(), "setting"]
+    return table.assign(chosen=table["setting"] == pick).reset_index(drop=True)
 
 
 def epochs_pick(df: pd.DataFrame, rule: EpochsRule = EPOCHS_RULE) -> int | None:
@@ -36,17 +40,21 @@ def epochs_pick(df: pd.DataFrame, rule: EpochsRule = EPOCHS_RULE) -> int | None:
     return int(choice.loc[choice["chosen"], "epochs"].iloc[0]) if len(choice) else None
 
 
-def epochs_verdict(choice: pd.DataFrame, used: int, rule: EpochsRule = EPOCHS_RULE) -> str:
+def epochs_verdict(choice: pd.DataFrame, used: int, rule: EpochsRule = EPOCHS_RULE, used_setting: str | None = None) -> str:
     """One sentence: the epochs per round the rule picks (``choice`` from
-    :func:`epochs_choice`) against the profile's ``used``."""
+    :func:`epochs_choice`) against the profile's ``used`` (and, when the scan tried
+    several learning rates, its schedule ``used_setting`` against the picked one)."""
     if choice.empty:
         return f"epochs_scan: no scan rows in this run, so the rule picks nothing to compare with {used} epoch(s) per round"
-    pick = int(choice.loc[choice["chosen"], "epochs"].iloc[0])
+    chosen = choice[choice["chosen"]].iloc[0]
+    pick, setting = int(chosen["epochs"]), str(chosen["setting"])
+    several = choice.groupby("epochs")["setting"].nunique().max() > 1
     best = choice.loc[choice["mean_val"].idxmax()]
     head = (f"epochs_scan: the best mean validation accuracy over the late rounds is {100 * best['mean_val']:.2f}% "
-            f"at {int(best['epochs'])} epochs per round; the rule (fewest epochs within {100 * rule.tol:g} pp of it) "
-            f"picks {pick}; the profile uses {used}: ")
-    if pick == used:
+            f"({best['setting']}); the rule (fewest epochs within {100 * rule.tol:g} pp of it) picks {pick}"
+            + (f" ({setting})" if several else "") + f"; the profile uses {used}"
+            + (f" ({used_setting})" if several and used_setting else "") + ": ")
+    if pick == used and not (several and used_setting and used_setting != setting):
         return head + "the rule matches the profile"
     if used not in set(choice["epochs"]):
         return head + "the profile's epochs per round are not among the scan's candidates, so the rule cannot pick them"

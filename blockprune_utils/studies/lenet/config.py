@@ -157,7 +157,8 @@ class Profile:
     authors_retrain_epochs: tuple = (1, 3)  # ... (the first entry) and these retraining epochs per round ...
     authors_long_ks: tuple = (4,)  # ... at these k for the longer budgets
     epochs_candidates: tuple = (1, 2, 4, 8)  # epochs per round scanned (epochs_scan, seed 0, on validation) ...
-    epochs_scan_ks: tuple = (1, 4)  # ... at these k
+    epochs_scan_ks: tuple = (1, 4)  # ... at these k, with the retraining's learning rate ...
+    epochs_scan_lrs: tuple = ()  # ... and these learning rates too (re-chosen with the epochs)
     budget_epochs: tuple = (1, 2, 4, 8)  # the budget variant: block pruning with these epochs per round ...
     budget_ks: tuple = (1, 2, 4, 6)  # ... at these k, seed 0
     narrow_rounds: tuple = (11, 16)  # the narrow dense nets match the weight count of these rounds
@@ -176,10 +177,11 @@ class Profile:
 @dataclass(frozen=True)
 class EpochsRule:
     """How the epochs per round are chosen from ``epochs_scan`` (validation only): per
-    candidate E, the mean validation accuracy over the late rounds (those after the
-    first ``late_after`` fraction of the rounds: rounds 9..16 of 16) and over the
-    scanned k; the rule picks the fewest epochs whose mean is within ``tol`` (0.1 pp)
-    of the best."""
+    candidate schedule (E, and the learning rate where several are scanned), the mean
+    validation accuracy over the late rounds (those after the first ``late_after``
+    fraction of the rounds: rounds 9..16 of 16) and over the scanned k; the rule picks
+    the fewest epochs whose best schedule is within ``tol`` (0.1 pp) of the best, and
+    that schedule's learning rate."""
 
     tol: float = 0.001
     late_after: float = 0.5

@@ -107,12 +107,12 @@ def units(cfg: RunConfig, prof: Profile, ks, seeds, variants) -> list[Unit]:
         out += [Unit("retrain_scan", 0, prof.scan_k, setting=name, phase=ph, cost=p.rounds * ph.epochs,
                      keys=tuple(key(cfg, "retrain_scan", prof.scan_k, r, 0, setting=name) for r in rounds))
                 for name, ph in prof.retrain_candidates]
-    for v, ks_e, epochs in (("epochs_scan", prof.epochs_scan_ks, prof.epochs_candidates),
-                            ("budget", prof.budget_ks, prof.budget_epochs)):
+    for v, ks_e, epochs, lrs in (("epochs_scan", prof.epochs_scan_ks, prof.epochs_candidates, prof.epochs_scan_lrs),
+                                 ("budget", prof.budget_ks, prof.budget_epochs, ())):
         if 0 not in seeds or v not in variants:
             continue
-        for e in epochs:
-            ph = dataclasses.replace(t.retrain, epochs=e)
+        for e, lr in ((e, lr) for e in epochs for lr in dict.fromkeys((t.retrain.lr, *lrs))):
+            ph = dataclasses.replace(t.retrain, epochs=e, lr=lr)
             if v == "budget" and ph == t.retrain:
                 continue  # the profile's own epochs per round: that run is ``block``
             out += [Unit(v, 0, k, setting=setting_name(ph), phase=ph, cost=p.rounds * e,
