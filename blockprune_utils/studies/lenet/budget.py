@@ -105,12 +105,13 @@ def budget_reading(table: pd.DataFrame) -> str:
     return "; ".join(parts) + "." if parts else "The budget rows hold one k only."
 
 
-# The literature's LeNet-300-100 results on MNIST with their training budgets, as the
-# papers state them ('not stated' where they do not).
+# The literature's LeNet-300-100 results on MNIST with their training budgets, as far as
+# they are quoted here ('not quoted here' where this project has not checked the paper's figure).
 LITERATURE = (
     {"source": "Han et al. 2015", "method": "iterative magnitude pruning (element-wise), prune + retrain",
-     "kept_%": 8.2, "dense_error_%": 1.64, "pruned_error_%": 1.59, "epochs_per_round": "not stated",
-     "budget": "retraining length per round not stated in the paper"},
+     "kept_%": 8.2, "dense_error_%": 1.64, "pruned_error_%": 1.59, "epochs_per_round": "not quoted here",
+     "budget": "prune + retrain until the accuracy recovers; the retraining length per round is not quoted here "
+               "(see the paper)"},
     {"source": "Frankle & Carbin 2019", "method": "iterative magnitude pruning with rewinding to initialisation",
      "kept_%": 3.6, "dense_error_%": None, "pruned_error_%": None, "epochs_per_round": "about 55",
      "budget": "50K iterations (about 55 epochs) per round; matches the dense accuracy down to about 3.6% kept"},
