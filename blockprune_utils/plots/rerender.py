@@ -72,7 +72,7 @@ def _cache_misses(name: str, table: pd.DataFrame, folder: Path):
 
 def _lenet_summary(name: str, table: pd.DataFrame, folder: Path):
     from ..studies.lenet import compact_summary, lenet_profile
-    from ..studies.lenet.report import summary_caption
+    from ..studies.lenet.publish import summary_caption
 
     profile = json.loads((folder / f"{name}.json").read_text())["profile"]
     return None, table, summary_caption(lenet_profile(profile)), compact_summary(table)

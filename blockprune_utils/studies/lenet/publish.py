@@ -1,7 +1,7 @@
 """The LeNet summary table over both data sets: ``figures/lenet_summary.csv`` and
 the same numbers at the top of ``figures/README.md``.
 
-    python -m blockprune_utils.studies.lenet.report --profile paper
+    python -m blockprune_utils.studies.lenet.publish --profile paper
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from .config import DATASETS, PROFILES, lenet_profile
 from .study import authors_frame, cached_frame
 from .summary import KEY_DENSITIES, compact_summary, summary_table
 
-SOURCE = "blockprune_utils/studies/lenet/report.py"
+SOURCE = "blockprune_utils/studies/lenet/publish.py"
 
 
 def summary_caption(prof) -> str:
@@ -26,7 +26,7 @@ def summary_caption(prof) -> str:
             f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0).  The CSV has every round.")
 
 
-def write_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
+def publish_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
     """Write ``lenet_summary`` (CSV and index table) from the stored rows."""
     prof = lenet_profile(profile)
     frames = [cached_frame(profile, ds) for ds in datasets]
@@ -44,12 +44,12 @@ def write_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m blockprune_utils.studies.lenet.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m blockprune_utils.studies.lenet.publish", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="paper", choices=sorted(PROFILES))
     parser.add_argument("--dataset", nargs="+", default=list(DATASETS), choices=DATASETS)
     args = parser.parse_args(argv)
-    table = write_summary(args.profile, tuple(args.dataset))
+    table = publish_summary(args.profile, tuple(args.dataset))
     print(f"lenet_summary: {len(table)} rows")
     return 0
 
