@@ -17,11 +17,11 @@ import torch
 
 from ..bsr import storage_bytes
 from ..data import load_mnist_like, train_val_split
-from ..models import LENET_RATES, pretrained_lenet
+from ..models import LENET_LAYERS as LAYERS
+from ..models import pretrained_lenet
 from ..schedule import BlockPruner, alive_blocks, total_density
 from ..train import TrainConfig, evaluate, train
 
-LAYERS = tuple(LENET_RATES)
 DESIGN_KEYS = ("k", "rates", "rounds", "epochs_per_round")
 
 

@@ -47,7 +47,8 @@ def _lenet_bands(name: str, folder: Path):
 
 
 def _acc_vs_k(name: str, table: pd.DataFrame, folder: Path):
-    from .lenet import accuracy_vs_k_caption, draw_accuracy_vs_k
+    from ..studies.lenet.report import accuracy_vs_k_caption
+    from .lenet import draw_accuracy_vs_k
 
     dataset, baseline, control = _lenet_bands(name, folder)
     seeds = json.loads((folder / f"{name}.json").read_text())["seeds"]
@@ -72,7 +73,7 @@ def _cache_misses(name: str, table: pd.DataFrame, folder: Path):
 
 def _lenet_summary(name: str, table: pd.DataFrame, folder: Path):
     from ..studies.lenet import compact_summary, lenet_profile
-    from ..studies.lenet.publish import summary_caption
+    from ..studies.lenet.report import summary_caption
 
     profile = json.loads((folder / f"{name}.json").read_text())["profile"]
     return None, table, summary_caption(lenet_profile(profile)), compact_summary(table)

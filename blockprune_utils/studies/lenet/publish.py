@@ -11,19 +11,11 @@ import pandas as pd
 
 from ...infra.figures import save_table
 from .config import DATASETS, PROFILES, lenet_profile
+from .report import summary_caption
 from .study import authors_frame, cached_frame
-from .summary import KEY_DENSITIES, compact_summary, summary_table
+from .summary import compact_summary, summary_table
 
 SOURCE = "blockprune_utils/studies/lenet/publish.py"
-
-
-def summary_caption(prof) -> str:
-    """The caption of ``lenet_summary`` for the profile ``prof``."""
-    return (f"LeNet-300-100 test accuracy (%, mean ± sd over seeds, number of seeds in brackets) of the dense baseline "
-            f"and, at the pruning rounds nearest {' and '.join(f'{100 * d:.1f}%' for d in KEY_DENSITIES)} total "
-            f"density, of the dense control (the baseline retrained for the same epochs, no pruning), block pruning, "
-            f"the random block masks (retrained / from scratch) and the authors' set-up "
-            f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0).  The CSV has every round.")
 
 
 def publish_summary(profile: str = "paper", datasets=DATASETS) -> pd.DataFrame:
