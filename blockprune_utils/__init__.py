@@ -18,15 +18,15 @@ The layout follows the data flow; imports only point down it:
 """
 from .blocks import as_matrix, block_grid, block_mask_of, block_scores, expand_block_mask, to_blocks
 from .bsr import BSRLinear, storage_bytes, to_bsr_model, to_scipy_bsr, to_scipy_csr, to_torch_bsr
-from .masks import compact_state_dict, dense_state_dict, get_mask, load_masked_state_dict, remove_masks, set_mask
+from .masks import compact_state_dict, dense_state_dict, density, get_mask, load_masked_state_dict, remove_masks, set_mask
 from .pruning import prune_fraction, prune_global, prune_to_density
-from .schedule import BlockPruner, layer_densities, prune_retrain, total_density
+from .schedule import BlockPruner, layer_densities, prune_retrain
 
 __all__ = [
     "as_matrix", "block_grid", "block_mask_of", "block_scores", "expand_block_mask", "to_blocks",
     "BSRLinear", "storage_bytes", "to_bsr_model", "to_scipy_bsr", "to_scipy_csr", "to_torch_bsr",
-    "compact_state_dict", "dense_state_dict", "get_mask", "load_masked_state_dict", "remove_masks", "set_mask",
+    "compact_state_dict", "dense_state_dict", "density", "get_mask", "load_masked_state_dict", "remove_masks", "set_mask",
     "prune_fraction", "prune_global", "prune_to_density",
-    "BlockPruner", "layer_densities", "prune_retrain", "total_density",
+    "BlockPruner", "layer_densities", "prune_retrain",
 ]
 __version__ = "0.2.0"
