@@ -262,3 +262,10 @@ def test_scan_and_budget_units_of_the_paper_profile():
     assert {(u.k, u.phase.epochs) for u in budget} == {(k, e) for k in (1, 2, 4, 6) for e in (2, 4, 8)}  # E=1: block
     assert all(u.phase.lr == cfg.training.retrain.lr and len(u.keys) == 16 for u in budget)
     assert prof.epochs_per_round == cfg.training.retrain.epochs == L.config.PAPER_EPOCHS_PER_ROUND
+
+
+def test_figure_captions_name_their_figure():
+    assert "rounds [9, 10, 11, 12, 13, 14, 15, 16]" in B.figure_caption("epochs_scan", "mnist", 16)
+    assert "fashion_mnist" in B.figure_caption("pareto", "fashion_mnist") and "8.7%" in B.figure_caption("budget")
+    with pytest.raises(ValueError, match="unknown figure 'nope'"):
+        B.figure_caption("nope")

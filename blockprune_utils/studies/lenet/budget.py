@@ -141,3 +141,22 @@ def literature_table(df: pd.DataFrame | None = None, *, baseline_epochs: int | N
                          "budget": f"{spent} epochs; the equal-training dense control errs "
                                    f"{100 * (1 - ctl):.2f}%" if ctl == ctl else spent})
     return pd.DataFrame(rows)
+
+
+def figure_caption(name: str, dataset: str = "", rounds: int = 16, rule: EpochsRule = EPOCHS_RULE) -> str:
+    """The caption of one of notebook 05's figures: ``"epochs_scan"`` (of ``dataset``,
+    a profile of ``rounds`` rounds), ``"budget"`` or ``"pareto"`` (of ``dataset``)."""
+    if name == "epochs_scan":
+        return (f"LeNet-300-100 on {dataset}: mean validation accuracy over the late rounds (rounds "
+                f"{list(rule.late_rounds(rounds))}) of block pruning with E retraining epochs per round, per scanned k "
+                f"(seed 0); the circle marks the rule's pick (the fewest epochs within {100 * rule.tol:g} pp of the "
+                f"best mean).")
+    if name == "budget":
+        return ("LeNet-300-100: test accuracy (%) of block pruning at the rounds nearest 8.7% and 2.9% of the weights "
+                "kept against retraining epochs per round, per block size k (seed 0; error bars: sd over seeds where "
+                "there are several).")
+    if name == "pareto":
+        return (f"LeNet-300-100 on {dataset}: test accuracy (mean over seeds) against the forward latency of the fastest "
+                f"backend (seed-0 weights, 1 thread) at batch 1 and 256, for block pruning per k, neuron pruning, the "
+                f"narrow dense nets and the dense baseline; dashed: the Pareto frontier.")
+    raise ValueError(f"unknown figure {name!r}; choose one of ['budget', 'epochs_scan', 'pareto']")
