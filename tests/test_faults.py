@@ -265,7 +265,7 @@ def test_load_restored_leaves_the_model_alone_when_it_fails(tmp_path):
     assert pruner.round == 0
 
 
-# -- the engine
+# -- the task runner (infra/tasks.py)
 
 def _ok(x):
     return x
