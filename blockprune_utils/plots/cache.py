@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .common import rows_frame as _df
+from .common import as_frame as _df
 
 CACHE_FORMATS = {"csr": "scipy CSR", "bsr": "scipy BSR", "numba_csr": "numba CSR", "numba_bsr": "numba BSR",
                  "dense": "OpenBLAS dense"}
