@@ -269,3 +269,13 @@ def test_figure_captions_name_their_figure():
     assert "fashion_mnist" in B.figure_caption("pareto", "fashion_mnist") and "8.7%" in B.figure_caption("budget")
     with pytest.raises(ValueError, match="unknown figure 'nope'"):
         B.figure_caption("nope")
+
+
+def test_a_data_set_can_get_its_own_epochs_per_round():
+    from blockprune_utils.infra.store import config_hash
+
+    prof = dataclasses.replace(L.PROFILES["paper"], dataset_epochs=(("fashion_mnist", 4),))
+    assert prof.epochs_for("fashion_mnist") == 4 and prof.epochs_for("mnist") == prof.epochs_per_round
+    assert L.run_config(prof, "fashion_mnist").training.retrain.epochs == 4
+    assert config_hash(L.run_config(prof, "mnist")) == config_hash(L.run_config("paper", "mnist"))  # rows kept
+    assert L.run_config(prof, "fashion_mnist", retrain_epochs=2).training.retrain.epochs == 2

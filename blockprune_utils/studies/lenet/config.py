@@ -162,12 +162,18 @@ class Profile:
     budget_epochs: tuple = (1, 2, 4, 8)  # the budget variant: block pruning with these epochs per round ...
     budget_ks: tuple = (1, 2, 4, 6)  # ... at these k, seed 0
     narrow_rounds: tuple = (11, 16)  # the narrow dense nets match the weight count of these rounds
+    dataset_epochs: tuple = ()  # (dataset, E): epochs per round of a data set whose scan picks another E
 
     @property
     def epochs_per_round(self) -> int:
         """Retraining epochs per pruning round: the one field (``training.retrain``)
-        every retrained variant and the dense control use."""
+        every retrained variant and the dense control use (see :meth:`epochs_for`)."""
         return self.training.retrain.epochs
+
+    def epochs_for(self, dataset: str) -> int:
+        """The epochs per round of ``dataset``: its entry of ``dataset_epochs``, else
+        :attr:`epochs_per_round`."""
+        return int(dict(self.dataset_epochs).get(dataset, self.epochs_per_round))
 
     def authors_ks_for(self, retrain_epochs: int) -> tuple:
         """The k run in the authors' set-up with ``retrain_epochs`` epochs per round."""
@@ -195,7 +201,8 @@ EPOCHS_RULE = EpochsRule()
 # The paper profile's epochs per round: one field (``training.retrain``) for block
 # pruning, its random controls, neuron pruning and the dense control.  It stays 1
 # until the epochs_scan rows are computed; ``budget.epochs_verdict`` then says
-# whether the rule agrees.
+# whether the rule agrees (a data set whose scan picks another E gets an entry in the
+# profile's ``dataset_epochs``).
 PAPER_EPOCHS_PER_ROUND = 1
 
 
@@ -286,9 +293,12 @@ def lenet_profile(profile: str | Profile) -> Profile:
 def run_config(profile: str | Profile = "paper", dataset: str = "mnist", authors: bool = False,
                retrain_epochs: int | None = None) -> RunConfig:
     """The :class:`RunConfig` of a profile for one data set (with the authors'
-    choices when ``authors``; ``retrain_epochs`` replaces the epochs per round)."""
+    choices when ``authors``; ``retrain_epochs`` replaces the epochs per round,
+    which are otherwise :meth:`Profile.epochs_for` the data set)."""
     prof = lenet_profile(profile)
     training = prof.training
+    if retrain_epochs is None and dataset in dict(prof.dataset_epochs):
+        retrain_epochs = prof.epochs_for(dataset)
     if retrain_epochs is not None:
         training = dataclasses.replace(training, retrain=dataclasses.replace(training.retrain, epochs=retrain_epochs))
     cfg = RunConfig(data=dataclasses.replace(prof.data, dataset=dataset), training=training, pruning=prof.pruning)
