@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import functools
 import time
-from pathlib import Path
 
 import torch
 
@@ -245,32 +244,3 @@ def sensitivity_run(run: Run, seed: int, k: int) -> None:
             install_block_mask(getattr(model, name), alive, k)
             run.store.put(keys[name, i], run.values(model, k, epochs=0, t0=t0, target_density=float(d),
                                                     evaluate_val=False), run.prov)
-
-
-def task(kind: str, cfg: RunConfig, profile: str, seed: int, k: int = 0, round: int = 0, setting: str = "default",
-         phase: TrainConfig | None = None, *, results_root=None, data_root=None, commit=None, threads: int = 1) -> int:
-    """One task of the sweep (see :func:`blockprune_utils.studies.lenet.tasks`);
-    returns the number of rows the store holds afterwards."""
-    torch.set_num_threads(threads)
-    run = Run(cfg, profile, results_root, data_root, commit)
-    if kind == "baseline":
-        baseline(run, seed)
-    elif kind == "baseline_scan":
-        baseline_scan(run, setting, phase)
-    elif kind in ("block", "random_retrain", "dense_control", "retrain_scan", "epochs_scan", "budget"):
-        prune_run(run, seed, k, kind, phase, setting)
-    elif kind in ("neuron", "narrow_dense"):
-        from . import neurons  # it builds on this module
-
-        if kind == "neuron":
-            neurons.neuron_run(run, seed)
-        else:
-            neurons.narrow_run(run, seed, round)
-    elif kind == "random_scratch":
-        scratch_run(run, seed, k, round)
-    elif kind == "sensitivity":
-        sensitivity_run(run, seed, k)
-    else:
-        raise ValueError(f"unknown LeNet task kind {kind!r}")
-    folder = Path(run.store.dir) / "rows"
-    return sum(1 for _ in folder.glob("*.json"))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -22,6 +23,8 @@ from ...infra.tasks import Task, run_tasks
 from ...models import LeNet300100
 from ...train import TrainConfig
 from ..base import check_axis, restore
+from . import neurons
+from . import runs as R
 from .config import (
     LAYERS,
     SCHEMA,
@@ -34,7 +37,7 @@ from .config import (
     run_config,
     setting_name,
 )
-from .runs import key, new_model, store_for, task
+from .runs import key, new_model, store_for
 from .summary import select_rows
 
 # The largest block size: a larger block would cover the whole of fc3 (10 x 100), so
@@ -253,3 +256,30 @@ def authors_frame(profile: str, dataset: str, budget: int | None = None) -> pd.D
         if store is not None and (budget is None or budget == e):
             parts.append(store.frame().assign(budget=e))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*SCHEMA.columns, "budget"])
+
+
+def task(kind: str, cfg: RunConfig, profile: str, seed: int, k: int = 0, round: int = 0, setting: str = "default",
+         phase: TrainConfig | None = None, *, results_root=None, data_root=None, commit=None, threads: int = 1) -> int:
+    """One task of the sweep (see :func:`blockprune_utils.studies.lenet.tasks`);
+    returns the number of rows the store holds afterwards."""
+    torch.set_num_threads(threads)
+    run = R.Run(cfg, profile, results_root, data_root, commit)
+    if kind == "baseline":
+        R.baseline(run, seed)
+    elif kind == "baseline_scan":
+        R.baseline_scan(run, setting, phase)
+    elif kind in ("block", "random_retrain", "dense_control", "retrain_scan", "epochs_scan", "budget"):
+        R.prune_run(run, seed, k, kind, phase, setting)
+    elif kind in ("neuron", "narrow_dense"):
+        if kind == "neuron":
+            neurons.neuron_run(run, seed)
+        else:
+            neurons.narrow_run(run, seed, round)
+    elif kind == "random_scratch":
+        R.scratch_run(run, seed, k, round)
+    elif kind == "sensitivity":
+        R.sensitivity_run(run, seed, k)
+    else:
+        raise ValueError(f"unknown LeNet task kind {kind!r}")
+    folder = Path(run.store.dir) / "rows"
+    return sum(1 for _ in folder.glob("*.json"))
