@@ -6,21 +6,10 @@ import torch
 
 from ..blocks import block_grid
 from ..bsr import quiet_sparse_beta, to_torch_bsr
+from ..bsr.timing import KERNEL_ERRORS, RTOL, TIMING_COLUMNS, as_numpy, close_enough, time_calls, timing_values
 from ..infra.store import Schema
-from .config import GPU_FORMATS, BenchConfig, bench_store, get_config
-from .harness import (
-    KERNEL_ERRORS,
-    MACHINE_COLUMNS,
-    RTOL,
-    TIMING_COLUMNS,
-    as_numpy,
-    close_enough,
-    error_text,
-    row_provenance,
-    stored_groups,
-    time_calls,
-    timing_values,
-)
+from .config import MACHINE_COLUMNS, BenchConfig, bench_store, error_text, get_config, row_provenance, stored_groups
+from .formats import GPU_FORMATS
 from .weights import MATRIX_META, Matrix, lenet_matrices, synthetic_matrices
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

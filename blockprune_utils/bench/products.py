@@ -1,4 +1,4 @@
-"""One product ``Y = W X`` of a pruned weight in every format.
+"""One product ``Y = W X`` of a pruned weight in every format of :mod:`.formats`.
 
 Formats: numpy dense, torch dense, scipy CSR, scipy BSR, torch sparse CSR, torch
 sparse BSR, and the numba CSR and BSR kernels of :mod:`blockprune_utils.bsr.kernels`
@@ -16,26 +16,31 @@ import numpy as np
 import torch
 
 from ..blocks import block_grid
-from ..bsr import quiet_sparse_beta, to_scipy_bsr, to_scipy_csr, to_torch_bsr
-from ..bsr.kernels import bound_kernel, kernel_arrays
-from ..infra.store import Schema
-from .config import DENSE_FORMATS, FORMAT_LIB, FORMATS, BenchConfig, bench_store, get_config
-from .harness import (
+from ..bsr import quiet_sparse_beta
+from ..bsr.kernels import bound_kernel
+from ..bsr.timing import (
     KERNEL_ERRORS,
-    MACHINE_COLUMNS,
     RTOL,
     TIMING_COLUMNS,
     as_numpy,
     blas_control,
     close_enough,
-    error_text,
     num_threads,
-    row_provenance,
-    stored_groups,
-    threads_label,
     time_calls,
     timing_values,
 )
+from ..infra.store import Schema
+from .config import (
+    MACHINE_COLUMNS,
+    BenchConfig,
+    bench_store,
+    error_text,
+    get_config,
+    row_provenance,
+    stored_groups,
+    threads_label,
+)
+from .formats import DENSE_FORMATS, FORMAT, FORMATS, same_lib_dense
 from .weights import MATRIX_META, Matrix, lenet_matrices, synthetic_matrices
 
 MATRIX_SCHEMA = Schema(
@@ -48,21 +53,11 @@ MATRIX_SCHEMA = Schema(
 def build_operands(w: torch.Tensor, k: int, formats=FORMATS) -> tuple[dict, dict]:
     """The matrix in each format (built once per matrix, shared by every batch and
     thread count), and the errors of formats that could not be built."""
-    builders = {
-        "numpy_dense": lambda: w.numpy(),
-        "torch_dense": lambda: w,
-        "scipy_csr": lambda: to_scipy_csr(w),
-        "scipy_bsr": lambda: to_scipy_bsr(w, k),
-        "torch_csr": lambda: w.to_sparse_csr(),
-        "torch_bsr": lambda: to_torch_bsr(w, k),
-        "numba_csr": lambda: kernel_arrays(w, 1, "csr"),
-        "numba_bsr": lambda: kernel_arrays(w, k, "bsr"),
-    }
     ops, errors = {}, {}
     with quiet_sparse_beta():
         for f in formats:
             try:
-                ops[f] = builders[f]()
+                ops[f] = FORMAT[f].build(w, k)
             except KERNEL_ERRORS as e:  # a format torch/scipy cannot build here is recorded, not fatal
                 errors[f] = error_text(e)
     return ops, errors
@@ -88,17 +83,17 @@ def numba_fn(a, x: np.ndarray, parallel: bool):
 
 
 def product_fns(ops: dict, shape, k: int, x: np.ndarray, parallel: bool = False) -> dict:
-    """Callables computing ``W X`` in each built format.  ``x``: (cols,) or (cols, b);
-    the library BSR formats get it zero-padded to a multiple of k (outside the timing;
-    their padded output rows are cropped only when checked).  ``parallel``: the numba
-    kernels split the rows over numba's threads."""
+    """Callables computing ``W X`` in each built format, given ``x`` as its format's
+    ``input`` says.  ``x``: (cols,) or (cols, b); the padded inputs are zero-padded to a
+    multiple of k (outside the timing; the padded output rows are cropped only when
+    checked).  ``parallel``: the numba kernels split the rows over numba's threads."""
     cols = shape[1]
     Cp = block_grid(shape, k)[1] * k
     xp = np.zeros((Cp,) + x.shape[1:], dtype=np.float32)
     xp[:cols] = x
     xt, xpt = torch.from_numpy(x), torch.from_numpy(xp)
-    inputs = {"numpy_dense": x, "torch_dense": xt, "scipy_csr": x, "scipy_bsr": xp, "torch_csr": xt, "torch_bsr": xpt}
-    return {f: numba_fn(A, x, parallel) if f.startswith("numba_") else functools.partial(_matmul, A, inputs[f])
+    inputs = {"numpy": x, "numpy_padded": xp, "torch": xt, "torch_padded": xpt}
+    return {f: numba_fn(A, x, parallel) if FORMAT[f].input == "kernel" else functools.partial(_matmul, A, inputs[FORMAT[f].input])
             for f, A in ops.items()}
 
 
@@ -140,9 +135,9 @@ def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, format
     out = []
     for f in formats:
         t = timings.get(f)
-        same = dense_ok.get("torch_dense" if FORMAT_LIB[f] == "torch" else "numpy_dense")
+        same = dense_ok.get(same_lib_dense(f))
         dense_ns = dense_ok.get(best_dense)
-        values = {**meta, "lib": FORMAT_LIB[f], "layout": f.split("_")[1], "dtype": "float32",
+        values = {**meta, "lib": FORMAT[f].lib, "layout": FORMAT[f].layout, "dtype": "float32",
                   "blas_control": blas_control(), "ok": t is not None, "error": errors.get(f),
                   "max_rel_err": checks.get(f, (None, None))[1], **timing_values(t),
                   "dense_format": best_dense, "dense_ns": dense_ns, "same_lib_dense_ns": same,
