@@ -19,7 +19,7 @@ import scipy
 import torch
 from tqdm import tqdm
 
-from ..bsr.timing import all_threads
+from ..bsr.timing import KERNEL_ERRORS, RTOL, all_threads, as_numpy, close_enough, time_calls
 from ..infra.provenance import provenance
 from ..infra.store import ResultStore, Schema, key_name
 from ..studies.base import get_profile
@@ -137,6 +137,45 @@ def threads_label(n: int | None) -> str:
 
 def error_text(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
+
+
+def built(builders: dict) -> tuple[dict, dict]:
+    """Call every argument-free builder: ({name: what it built}, {name: why it could not
+    be built}); a format a library cannot build here is recorded, not fatal."""
+    out, errors = {}, {}
+    for name, build in builders.items():
+        try:
+            out[name] = build()
+        except KERNEL_ERRORS as e:
+            errors[name] = error_text(e)
+    return out, errors
+
+
+def checked_timings(fns: dict, n_out: int, ref, bound, cfg: BenchConfig, *, budget_s: float, differs: str,
+                    errors: dict | None = None, rtol=None, device: str = "cpu", raised_is_checked: bool = True):
+    """Check every argument-free call of ``fns`` against the float64 result ``ref`` (``bound``:
+    its rounding scale, :func:`~blockprune_utils.bsr.timing.close_enough`; ``n_out`` output
+    rows), then time those that pass, interleaved (:func:`~blockprune_utils.bsr.timing.time_calls`).
+    Returns (timings, checks {name: (ok, max error)}, errors {name: why}): a call that raises
+    (recorded as checked with an infinite error when ``raised_is_checked``) or whose result
+    differs (``differs.format(max error)``) is not timed.  ``rtol(name)``: the tolerance of
+    a call (default float32's); ``errors``: those of calls that could not be built."""
+    fns, checks, errors = dict(fns), {}, dict(errors or {})
+    for f, fn in list(fns.items()):
+        try:
+            checks[f] = close_enough(as_numpy(fn(), n_out), ref, bound, rtol(f) if rtol else RTOL["float32"])
+        except KERNEL_ERRORS as e:
+            errors[f] = error_text(e)
+            if not raised_is_checked:
+                del fns[f]
+                continue
+            checks[f] = (False, float("inf"))
+        if not checks[f][0]:
+            errors.setdefault(f, differs.format(checks[f][1]))
+            del fns[f]
+    timings = time_calls(fns, budget_s=budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
+                         min_sample_s=cfg.min_sample_s, device=device)
+    return timings, checks, errors
 
 
 def bench_store(study: str, cfg: BenchConfig, schema: Schema, root=None, *, fields=TIMING_FIELDS,

@@ -18,17 +18,7 @@ import torch
 from torch import nn
 
 from ..bsr import lean_kernel, linear_layers, reference_forward
-from ..bsr.timing import (
-    KERNEL_ERRORS,
-    RTOL,
-    TIMING_COLUMNS,
-    as_numpy,
-    blas_control,
-    close_enough,
-    num_threads,
-    time_calls,
-    timing_values,
-)
+from ..bsr.timing import TIMING_COLUMNS, blas_control, num_threads, timing_values
 from ..infra.store import Schema
 from ..schedule import layer_densities, total_density
 from .config import (
@@ -37,7 +27,7 @@ from .config import (
     MODEL_TIMING_FIELDS,
     BenchConfig,
     bench_store,
-    error_text,
+    checked_timings,
     get_config,
     row_provenance,
     stored_groups,
@@ -90,17 +80,9 @@ def measure_model(k: int, round: int, batch: int, threads: int, cfg: BenchConfig
         x, fns, notes = model_variants(model, k, batch, threads, cfg, variants)
         ref64 = reference_forward(model, x)
         bound = reference_forward(model, x, bound=True)
-        checks, errors = {}, {}
-        for v, f in list(fns.items()):
-            try:
-                checks[v] = close_enough(as_numpy(f(), batch), ref64, bound, RTOL["float32"])
-            except KERNEL_ERRORS as e:
-                checks[v], errors[v] = (False, float("inf")), error_text(e)
-            if not checks[v][0]:
-                errors.setdefault(v, f"output differs from the float64 forward (max error {checks[v][1]:.3g})")
-                del fns[v]
-        timings = time_calls(fns, budget_s=cfg.model_budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-                             min_sample_s=cfg.min_sample_s)
+        timings, checks, errors = checked_timings(
+            fns, batch, ref64, bound, cfg, budget_s=cfg.model_budget_s,
+            differs="output differs from the float64 forward (max error {:.3g})")
     dense_ns = timings[REFERENCE].median_ns if REFERENCE in timings else None
     best_dense = {v: timings[v].median_ns for v in DENSE_VARIANTS if v in timings}
     best_name = min(best_dense, key=best_dense.get) if best_dense else None

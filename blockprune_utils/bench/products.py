@@ -18,23 +18,14 @@ import torch
 from ..blocks import block_grid
 from ..bsr import quiet_sparse_beta
 from ..bsr.kernels import bound_kernel
-from ..bsr.timing import (
-    KERNEL_ERRORS,
-    RTOL,
-    TIMING_COLUMNS,
-    as_numpy,
-    blas_control,
-    close_enough,
-    num_threads,
-    time_calls,
-    timing_values,
-)
+from ..bsr.timing import TIMING_COLUMNS, blas_control, num_threads, timing_values
 from ..infra.store import Schema
 from .config import (
     MACHINE_COLUMNS,
     BenchConfig,
     bench_store,
-    error_text,
+    built,
+    checked_timings,
     get_config,
     row_provenance,
     stored_groups,
@@ -53,14 +44,8 @@ MATRIX_SCHEMA = Schema(
 def build_operands(w: torch.Tensor, k: int, formats=FORMATS) -> tuple[dict, dict]:
     """The matrix in each format (built once per matrix, shared by every batch and
     thread count), and the errors of formats that could not be built."""
-    ops, errors = {}, {}
     with quiet_sparse_beta():
-        for f in formats:
-            try:
-                ops[f] = FORMAT[f].build(w, k)
-            except KERNEL_ERRORS as e:  # a format torch/scipy cannot build here is recorded, not fatal
-                errors[f] = error_text(e)
-    return ops, errors
+        return built({f: functools.partial(FORMAT[f].build, w, k) for f in formats})
 
 
 _NO_BIAS = np.zeros(0, np.float32)
@@ -112,22 +97,12 @@ def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, format
     w64 = w.double().numpy()
     ref = w64 @ x.astype(np.float64)
     bound = np.abs(w64) @ np.abs(x.astype(np.float64))
-    checks = {}
     with num_threads(threads) as n, torch.inference_mode():
         prov = {**(prov or row_provenance("cpu")), "threads": n}
         fns = product_fns(ops, w.shape, m.k, x, parallel=n > 1)
-        for f, fn in list(fns.items()):
-            try:
-                checks[f] = close_enough(as_numpy(fn(), rows), ref, bound, RTOL["float32"])
-            except KERNEL_ERRORS as e:
-                errors[f] = error_text(e)
-                del fns[f]
-                continue
-            if not checks[f][0]:
-                errors[f] = f"result differs from the dense product (max error {checks[f][1]:.3g} of |W||X|)"
-                del fns[f]
-        timings = time_calls(fns, budget_s=cfg.budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-                             min_sample_s=cfg.min_sample_s)
+        timings, checks, errors = checked_timings(
+            fns, rows, ref, bound, cfg, budget_s=cfg.budget_s, errors=errors, raised_is_checked=False,
+            differs="result differs from the dense product (max error {:.3g} of |W||X|)")
     dense_ok = {f: timings[f].median_ns for f in DENSE_FORMATS if f in timings}
     best_dense = min(dense_ok, key=dense_ok.get) if dense_ok else None
     meta = m.meta()
