@@ -97,6 +97,36 @@ def test_matrix_rows_schema_and_cache():
     assert not table.empty
 
 
+def test_a_new_format_is_one_entry_of_the_table(monkeypatch):
+    """A backend added to the formats table (here scipy's CSC, a builder and an input layout)
+    is built, checked against dense, timed and labelled by the product rows as it is."""
+    import scipy.sparse
+
+    from blockprune_utils.bench import formats as F
+
+    csc = F.Format("scipy_csc", "scipy", "csc", "scipy CSC", lambda w, k: scipy.sparse.csc_matrix(w.numpy()), "numpy")
+    monkeypatch.setitem(F.FORMAT, csc.name, csc)
+    cfg = tiny_cfg(layers=("fc3",), batches=(1, 4), formats=("numpy_dense", "scipy_csc"))
+    rows = B.matrix_rows(cfg, families=("lenet",), cache=False)
+    new = [r for r in rows if r["format"] == "scipy_csc"]
+    assert len(new) == 2 and all(r["ok"] and r["lib"] == "scipy" and r["layout"] == "csc" for r in new)
+    assert all(r["dense_format"] == "numpy_dense" and r["speedup_same_lib"] > 0 for r in new)
+
+
+def test_the_formats_table_is_consistent():
+    from blockprune_utils.bench import formats as F
+
+    for f in F.FORMAT.values():
+        assert f.input in F.INPUTS and f.layout in ("dense", "csr", "bsr") and f.name.startswith(f.lib)
+    assert len({f.label for f in F.FORMAT.values()}) == len(F.FORMAT)
+    assert set(F.DENSE_FORMATS) | set(F.SPARSE_FORMATS) == set(F.FORMATS)
+    assert F.csr_bsr_pairs() == {"scipy": ("scipy_csr", "scipy_bsr"), "torch": ("torch_csr", "torch_bsr"),
+                                 "numba": ("numba_csr", "numba_bsr")}
+    assert list(F.SIMULATED) == ["csr", "bsr", "numba_csr", "numba_bsr", "dense"]  # Figure 6's order: sparse, then dense
+    assert all(v.group in F.GROUPS and v.role in ("dense", "sparse", "") for v in F.VARIANT.values())
+    assert F.REFERENCE in F.DENSE_VARIANTS
+
+
 def test_a_format_that_disagrees_with_dense_is_not_timed(monkeypatch):
     real = products.build_operands
 
