@@ -2,8 +2,8 @@
 
 :data:`FORMAT` holds the formats of one product ``Y = W X`` (:mod:`.products`):
 each :class:`Format` names its library and storage layout, how its operand is built
-from the pruned weight (``build``), how it takes the input (``input``), its label in
-the figures and, when cachegrind simulates it, its cache-simulation entry
+from the pruned weight (``build``), how it takes the input (``input``) and is called
+(``call``), its label in the figures and, when cachegrind simulates it, its cache-simulation entry
 (:class:`CacheSim`: the ``fmt`` of the cache rows, the kernel functions counted, label
 and colour).  :data:`VARIANT` holds the whole-model forwards (:mod:`.models`): each
 :class:`Variant` names its builder, its label and group in the figures, and whether
@@ -17,21 +17,22 @@ the committed figure tables: they never change.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
 from ..bsr import LeanMLP, auto_backends, linear_layers, to_bsr_model, to_scipy_bsr, to_scipy_csr, to_torch_bsr
 from ..bsr.fused import NumbaMLP
-from ..bsr.kernels import kernel_arrays
+from ..bsr.kernels import bound_kernel, kernel_arrays
 from ..masks import remove_masks
 
 # How a product takes its input X ((cols,) or (cols, batch) float32): as a numpy array or a torch tensor, as is or
-# zero-padded to a multiple of k (the library BSR formats), or as the unpadded array of a numba kernel that writes
-# into an output allocated once (:func:`.products.numba_fn`).
-INPUTS = ("numpy", "numpy_padded", "torch", "torch_padded", "kernel")
+# zero-padded to a multiple of k (the library BSR formats).
+INPUTS = ("numpy", "numpy_padded", "torch", "torch_padded")
 # cachegrind's name of code without a symbol: numba's JIT code (its counts come from the difference of two runs)
 JIT_CODE = r"^(?:\?\?\?|0x[0-9a-fA-F]+)$"
 SCIPY_COUNTED = "scipy's compiled sparsetools (the timed binary)"
@@ -52,10 +53,28 @@ class CacheSim:
     counted: str | None = None
 
 
+_NO_BIAS = np.zeros(0, np.float32)
+
+
+def _numba_product(kernel, x, y):
+    kernel(x, y, _NO_BIAS, False)
+    return y
+
+
+def numba_call(a, x: np.ndarray, parallel: bool) -> Callable[[], np.ndarray]:
+    """A call of the numba kernel of ``a`` (:func:`~blockprune_utils.bsr.kernels.kernel_arrays`)
+    writing ``W x`` into an output allocated here, once (the kernels take x unpadded);
+    ``parallel``: the rows split over numba's threads."""
+    y = np.empty((a.shape[0],) + x.shape[1:], np.float32)
+    return functools.partial(_numba_product, bound_kernel(a, x.ndim == 2, parallel), x, y)
+
+
 @dataclass(frozen=True)
 class Format:
     """One format of a product ``Y = W X``: ``build(w, k)`` makes the operand from the
-    pruned float32 weight ``w`` (block size ``k``), ``input`` is one of :data:`INPUTS`."""
+    pruned float32 weight ``w`` (block size ``k``); ``input`` (one of :data:`INPUTS`) is
+    how it takes X; ``call(operand, X, parallel)`` returns the argument-free product
+    (None: ``operand @ X``)."""
 
     name: str
     lib: str
@@ -64,6 +83,7 @@ class Format:
     build: Callable[[torch.Tensor, int], object]
     input: str
     cache: CacheSim | None = None
+    call: Callable[[object, object, bool], Callable[[], object]] | None = None
 
     @property
     def dense(self) -> bool:
@@ -83,10 +103,10 @@ FORMAT: dict[str, Format] = {f.name: f for f in (
            CacheSim("bsr", r"\b(?:bsr|csr)_matvec(?:<|_thunk)", "scipy BSR", "#9ecae1", SCIPY_COUNTED)),
     Format("torch_csr", "torch", "csr", "torch sparse CSR", lambda w, k: w.to_sparse_csr(), "torch"),
     Format("torch_bsr", "torch", "bsr", "torch sparse BSR", to_torch_bsr, "torch_padded"),
-    Format("numba_csr", "numba", "csr", "numba CSR", lambda w, k: kernel_arrays(w, 1, "csr"), "kernel",
-           CacheSim("numba_csr", JIT_CODE, "numba CSR", "#e6550d")),
-    Format("numba_bsr", "numba", "bsr", "numba BSR", lambda w, k: kernel_arrays(w, k, "bsr"), "kernel",
-           CacheSim("numba_bsr", JIT_CODE, "numba BSR", "#3182bd")),
+    Format("numba_csr", "numba", "csr", "numba CSR", lambda w, k: kernel_arrays(w, 1, "csr"), "numpy",
+           CacheSim("numba_csr", JIT_CODE, "numba CSR", "#e6550d"), numba_call),
+    Format("numba_bsr", "numba", "bsr", "numba BSR", lambda w, k: kernel_arrays(w, k, "bsr"), "numpy",
+           CacheSim("numba_bsr", JIT_CODE, "numba BSR", "#3182bd"), numba_call),
 )}
 FORMATS = tuple(FORMAT)  # the names, in table order
 DENSE_FORMATS = tuple(f.name for f in FORMAT.values() if f.dense)

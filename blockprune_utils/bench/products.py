@@ -17,7 +17,6 @@ import torch
 
 from ..blocks import block_grid
 from ..bsr import quiet_sparse_beta
-from ..bsr.kernels import bound_kernel
 from ..bsr.timing import TIMING_COLUMNS, blas_control, num_threads, timing_values
 from ..infra.store import Schema
 from .config import (
@@ -48,38 +47,27 @@ def build_operands(w: torch.Tensor, k: int, formats=FORMATS) -> tuple[dict, dict
         return built({f: functools.partial(FORMAT[f].build, w, k) for f in formats})
 
 
-_NO_BIAS = np.zeros(0, np.float32)
-
-
 def _matmul(A, X):
     return A @ X
 
 
-def _numba_product(kernel, x, y):
-    kernel(x, y, _NO_BIAS, False)
-    return y
-
-
-def numba_fn(a, x: np.ndarray, parallel: bool):
-    """A call of the numba kernel of ``a`` (:func:`kernel_arrays`) writing ``W x`` into
-    an output allocated here, once (the kernels take x unpadded)."""
-    y = np.empty((a.shape[0],) + x.shape[1:], np.float32)
-    return functools.partial(_numba_product, bound_kernel(a, x.ndim == 2, parallel), x, y)
-
-
 def product_fns(ops: dict, shape, k: int, x: np.ndarray, parallel: bool = False) -> dict:
-    """Callables computing ``W X`` in each built format, given ``x`` as its format's
-    ``input`` says.  ``x``: (cols,) or (cols, b); the padded inputs are zero-padded to a
-    multiple of k (outside the timing; the padded output rows are cropped only when
-    checked).  ``parallel``: the numba kernels split the rows over numba's threads."""
+    """Callables computing ``W X`` in each built format: the format's ``call`` (default
+    ``A @ X``) of its operand and ``x`` as its ``input`` says.  ``x``: (cols,) or
+    (cols, b); the padded inputs are zero-padded to a multiple of k (outside the
+    timing; the padded output rows are cropped only when checked).  ``parallel``: the
+    numba kernels split the rows over numba's threads."""
     cols = shape[1]
     Cp = block_grid(shape, k)[1] * k
     xp = np.zeros((Cp,) + x.shape[1:], dtype=np.float32)
     xp[:cols] = x
     xt, xpt = torch.from_numpy(x), torch.from_numpy(xp)
     inputs = {"numpy": x, "numpy_padded": xp, "torch": xt, "torch_padded": xpt}
-    return {f: numba_fn(A, x, parallel) if FORMAT[f].input == "kernel" else functools.partial(_matmul, A, inputs[FORMAT[f].input])
-            for f, A in ops.items()}
+    fns = {}
+    for f, A in ops.items():
+        call, X = FORMAT[f].call, inputs[FORMAT[f].input]
+        fns[f] = call(A, X, parallel) if call is not None else functools.partial(_matmul, A, X)
+    return fns
 
 
 def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, formats=None, prov=None,
