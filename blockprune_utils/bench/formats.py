@@ -1,15 +1,17 @@
 """The benchmark's formats and whole-model variants, declared once.
 
-:data:`FORMAT` holds the formats of one product ``Y = W X`` (:mod:`.products`):
-each :class:`Format` names its library and storage layout, how its operand is built
-from the pruned weight (``build``), how it takes the input (``input``) and is called
-(``call``), its label in the figures and, when cachegrind simulates it, its cache-simulation entry
-(:class:`CacheSim`: the ``fmt`` of the cache rows, the kernel functions counted, label
-and colour).  :data:`VARIANT` holds the whole-model forwards (:mod:`.models`): each
-:class:`Variant` names its builder, its label and group in the figures, and whether
-it is a dense forward or a sparse candidate of the speed-up tables.  The products,
-the model forwards, the tables, the findings, the plots and the cache simulation all
-read these two tables, so a new kernel backend is one entry (plus its builder) here.
+:data:`FORMAT` holds the formats of one product ``Y = W X`` (:mod:`.products`): each
+:class:`Format` names its library and storage layout, how its operand is built from
+the pruned weight (``build``), how it takes the input (``input``) and is called
+(``call``), its label in the figures and, when cachegrind simulates it, its
+cache-simulation entry (:class:`CacheSim`: the ``fmt`` of the cache rows, the kernel
+functions counted, label and colour).  :data:`VARIANT` holds the whole-model forwards
+(:mod:`.models`): each :class:`Variant` names its builder, its label and group in the
+figures, and whether it is a dense forward or a sparse candidate of the speed-up
+tables.  The products, the model forwards, the tables, the findings, the plots and
+the cache simulation all read these two tables: a new kernel backend is a
+:class:`Format` entry (its builder, and its ``call`` when the product is not
+``operand @ X``) and, for the whole model, a :class:`Variant` entry with its builder.
 
 The names are the ``format`` / ``variant`` / ``fmt`` values of the stored rows and of
 the committed figure tables: they never change.
@@ -78,7 +80,7 @@ class Format:
 
     name: str
     lib: str
-    layout: str  # dense, csr or bsr
+    layout: str  # dense, csr, bsr, ...: the rows' layout column
     label: str
     build: Callable[[torch.Tensor, int], object]
     input: str
@@ -90,8 +92,9 @@ class Format:
         return self.layout == "dense"
 
 
-# The compiler inlines scipy's templated kernels (csr_matvec<int, float>) into their type-dispatch thunks, so the
-# thunk (with its few dispatch instructions) is counted too; scipy's bsr_matvec hands k=1 to csr_matvec.
+# The counted kernel functions: the compiler inlines scipy's templated kernels (csr_matvec<int, float>) into their
+# type-dispatch thunks, so the thunk (with its few dispatch instructions) is counted too; scipy's bsr_matvec hands k=1
+# to csr_matvec.
 FORMAT: dict[str, Format] = {f.name: f for f in (
     Format("numpy_dense", "numpy", "dense", "numpy dense", lambda w, k: w.numpy(), "numpy",
            CacheSim("dense", r"sgemv", "OpenBLAS dense", "0.6",
