@@ -74,7 +74,7 @@ figures-lenet: $(STAMP) ## LeNet-300-100 on MNIST and Fashion-MNIST: the sweep o
 	$(MAKE) --no-print-directory render-lenet
 
 render-lenet: $(addprefix figures-lenet-,$(DATASETS))
-	$(PY) -m blockprune_utils.studies.lenet.report --profile $(PROFILE) --dataset $(DATASETS)
+	$(PY) -m blockprune_utils.studies.lenet.publish --profile $(PROFILE) --dataset $(DATASETS)
 
 figures-lenet-mnist figures-lenet-fashion_mnist: figures-lenet-%: $(STAMP)
 	@mkdir -p $(NB_OUT)

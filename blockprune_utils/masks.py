@@ -78,9 +78,19 @@ def masked_modules(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
 
 
 def density(model: nn.Module, names=None) -> float:
-    """Fraction of non-masked weights over the masked (or the named) modules."""
+    """The fraction of weights kept (mask 1) over the named modules together, or over
+    every masked module when ``names`` is None; 1.0 when there are none.  The one
+    density of the package: a study's total density is this over its pruned layers."""
     mods = dict(model.named_modules())
-    chosen = [mods[n] for n in names] if names is not None else [m for _, m in masked_modules(model)]
+    if names is None:
+        chosen = [m for _, m in masked_modules(model)]
+    else:
+        names = list(names)
+        missing = [n for n in names if not hasattr(mods.get(n), "weight")]
+        if missing:
+            raise KeyError(f"model has no layer(s) {missing}; layers with weights: "
+                           f"{[n for n, m in mods.items() if hasattr(m, 'weight')]}")
+        chosen = [mods[n] for n in names]
     total = sum(m.weight.numel() for m in chosen)
     kept = sum(float(get_mask(m).sum()) for m in chosen)
     return kept / total if total else 1.0

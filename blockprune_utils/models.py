@@ -8,6 +8,7 @@ from torchvision.models import resnet18
 
 # The layers that block pruning acts on, with the authors' per-round rates.
 LENET_RATES = {"fc1": 0.2, "fc2": 0.2, "fc3": 0.1}
+LENET_LAYERS = tuple(LENET_RATES)  # ("fc1", "fc2", "fc3"): every module that names LeNet's layers imports these
 RESNET_HEAD_RATES = {"head.0": 0.2, "head.2": 0.2}
 
 

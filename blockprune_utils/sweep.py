@@ -21,19 +21,7 @@ from .infra.paths import data_dir, results_dir
 from .studies.cifar import cli as cifar_cli
 from .studies.lenet import DATASETS, PROFILES, VARIANTS, run_config, store_for, tasks
 
-LAYOUT = """\
-package layout (imports point down the data flow):
-  blocks, pruning, masks, schedule   the method: k x k blocks, scores, which blocks, masks, BlockPruner, prune_retrain
-  models, data, train                networks, MNIST / Fashion-MNIST, training and evaluation
-  bsr/                               BSR conversion, BSR layers, lean numpy path, numba kernels, automatic backend,
-                                     block-sparse training layers
-  infra/                             paths, results store (rows under a config hash), provenance, seeds, figures
-  studies/base.py                    the study skeleton: profiles, tasks, resumable prune -> retrain rounds
-  studies/lenet/, studies/cifar/     the two studies: config (+ profiles, row schema), runs, summaries
-  bench/                             BSR vs CSR vs dense: harness, products, models, storage, cachesim, tables
-  engine.py, sweep.py                run a study's tasks (in-process or Dask); this command line
-  plots/                             plots that take result rows
-"""
+LAYOUT = "The package's modules, folder by folder: the 'Layout' section of README.md."
 
 
 def workers_count(text: str) -> int:

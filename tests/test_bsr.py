@@ -237,3 +237,33 @@ def test_to_bsr_model_per_layer_k_and_backend():
         torch.testing.assert_close(bsr(x), model(x), rtol=1e-5, atol=1e-5)
     only = to_bsr_model(model, 2, layers=["fc2"])
     assert isinstance(only.fc1, nn.Linear) and isinstance(only.fc2, BSRLinear)
+
+
+@pytest.mark.parametrize("k", [1, 4, 16])
+def test_numba_chain_transposes_only_the_network_input(k, monkeypatch):
+    """A chain of numba layers keeps the (features, batch) layout between layers: a
+    layer returns the transpose of the array it wrote, ReLU keeps that layout, and the
+    next layer reads it in place - one transpose per forward, at the input.  Inputs laid
+    out neither way (a strided slice) are transposed too; values equal the masked model."""
+    from blockprune_utils.bsr import layers as layers_module
+    from blockprune_utils.models import LENET_RATES, LeNet300100
+    from blockprune_utils.schedule import BlockPruner
+
+    torch.manual_seed(0)
+    model = LeNet300100()
+    pruner = BlockPruner(k, LENET_RATES)
+    for _ in range(3):
+        pruner.step(model)
+    fast = to_bsr_model(model, k, backend="numba")
+    calls = []
+    real = layers_module.transpose_into
+    monkeypatch.setattr(layers_module, "transpose_into", lambda a, b: (calls.append(a.shape), real(a, b)))
+    x = torch.randn(37, 2 * 784)
+    with torch.no_grad():
+        for inp in (x[:, :784], x[:, ::2], x[:1, :784]):
+            calls.clear()
+            y = fast(inp)
+            torch.testing.assert_close(y, model(inp), rtol=1e-4, atol=1e-5)
+            assert calls == ([] if len(inp) == 1 else [(len(inp), 784)])
+            if len(inp) > 1:
+                assert y.stride() == (1, len(inp))

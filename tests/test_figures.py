@@ -119,3 +119,28 @@ def test_a_quick_figure_never_enters_the_committed_folder_even_when_figures_dir_
 
     with pytest.raises(FullRunFigureError, match="full-run results only"):
         _save("quick", out_dir=REPO_ROOT / "figures")
+
+
+def test_a_publisher_gives_every_figure_the_shared_provenance(folders):
+    import matplotlib.pyplot as plt
+
+    from blockprune_utils.infra.figures import Publisher
+
+    full, quick = folders
+    runs = pd.DataFrame({"commit": ["abc"], "device": ["cpu:test"]})
+    publish = Publisher("tests", "quick", "none", [0, 1], "cpu", runs=runs)
+    fig, ax = plt.subplots()
+    try:
+        publish.figure(fig, "demo", "a line", data=pd.DataFrame({"x": [0, 1]}))
+        publish.figure(fig, "demo_seed0", "one seed", seeds=[0])
+        with pytest.raises(TypeError, match="unknown provenance field.*'seed'"):
+            publish.figure(fig, "bad", "typo", seed=[0])
+    finally:
+        plt.close(fig)
+    publish.table(pd.DataFrame({"a": [1]}), "demo_table", "a table")
+    meta = json.loads((quick / "demo.json").read_text())
+    assert (meta["caption"], meta["seeds"], meta["source"], meta["profile"], meta["run_commits"]) == (
+        "a line", [0, 1], "tests", "quick", ["abc"])
+    assert json.loads((quick / "demo_seed0.json").read_text())["seeds"] == [0]
+    assert json.loads((quick / "demo_table.json").read_text())["kind"] == "table"
+    assert not (quick / "bad.json").exists() and not full.exists()

@@ -247,3 +247,31 @@ def test_sparse_retraining_gives_the_rows_of_dense_retraining(tmp_path):
         b = L.pruned_lenet("mnist", 4, rnd, 0, results_root=tmp_path / "dense", config=dense_cfg)
         assert all(torch.equal(get_mask(getattr(a, n)), get_mask(getattr(b, n))) for n in L.LAYERS)
     assert sparse_plan(a, L.LAYERS, 4)  # the last rounds did train sparse
+
+
+def test_report_reads_the_rows(study):
+    from blockprune_utils.studies.lenet import report
+
+    _, df = study
+    assert "one seed: no spread" in report.baseline_sentence(df, "mnist")
+    lines = report.end_of_pruning(df).splitlines()
+    assert [line.split(":")[0] for line in lines] == [f"k={k}" for k in KS]
+    assert all("vs the equal-training dense control" in line for line in lines)
+    assert set(report.key_density_table(df).index) == set(KS)
+    control = report.dense_control_table(df)
+    assert "dense control" in control.index and {f"block k={k}" for k in KS} <= set(control.index)
+    assert "more epochs" in report.dense_control_sentence(df)
+    assert report.dense_control_table(df[df["variant"] != "dense_control"]).empty
+    gap = report.random_gap_table(df)
+    assert set(gap.columns) == {"random_retrain", "random_scratch"} and set(gap.index.get_level_values("round")) == {2, 4}
+    assert report.authors_table(df, pd.DataFrame(), (3,)).empty
+    assert "no rows of the authors' set-up" in report.authors_baseline_sentence(df, pd.DataFrame())
+    assert "retraining (pp), per k" in report.retraining_and_time(df)
+    assert list(report.training_phases(TINY).index) == ["baseline", "retrain", "scratch"]
+    for name in report.FIGURES:
+        if name != "acc_vs_k":
+            assert report.caption(name, "quick", "mnist", [0]).startswith("LeNet-300-100 on mnist: ")
+    with pytest.raises(ValueError, match="pass table="):
+        report.caption("acc_vs_k", "quick", "mnist", [0])
+    with pytest.raises(ValueError, match="no LeNet figure 'acc'.*acc_vs_density"):
+        report.caption("acc", "quick", "mnist", [0])

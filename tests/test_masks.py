@@ -183,3 +183,16 @@ def test_set_mask_zeroes_the_underlying_parameter():
     m[:, :4] = 0
     set_mask(model.fc2, m)
     assert (model.fc2.parametrizations.weight.original[:, :4] == 0).all()
+
+
+def test_density_counts_kept_weights_over_the_named_layers_together():
+    model = _net()
+    set_mask(model.fc2, (torch.arange(65).reshape(5, 13) % 5 == 0).float())  # 13 of 65 kept
+    total = sum(model.get_submodule(n).weight.numel() for n in LAYERS)
+    assert density(model) == pytest.approx(13 / 65)  # the masked layers only
+    assert density(model, ["fc2"]) == pytest.approx(13 / 65)
+    assert density(model, LAYERS) == pytest.approx((total - 52) / total)
+    assert density(model, iter(LAYERS)) == density(model, LAYERS)  # any iterable of names
+    assert density(model, []) == 1.0
+    with pytest.raises(KeyError, match=r"no layer\(s\) \['fc3'\].*'fc1'"):
+        density(model, ["fc1", "fc3"])

@@ -125,10 +125,11 @@ def test_separate_scheduler_and_workers_match_a_local_run(tmp_path, reference, d
     pd.testing.assert_frame_equal(_rows(results), reference)
 
 
-def test_sweep_help_describes_the_layout():
+def test_sweep_help_points_to_the_layout():
     out = subprocess.run([sys.executable, "-m", "blockprune_utils.sweep", "--help"], capture_output=True, text=True,
                          cwd=REPO, timeout=120)
-    assert out.returncode == 0 and "studies/lenet/" in out.stdout and "--study" in out.stdout
+    assert out.returncode == 0 and "--study" in out.stdout
+    assert "'Layout' section of README.md" in " ".join(out.stdout.split())
     out = subprocess.run([sys.executable, "-m", "blockprune_utils.sweep", "--study", "lenet", "--help"],
                          capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0 and "--scheduler" in out.stdout and "--workers" in out.stdout
@@ -144,3 +145,47 @@ def test_make_resolves_relative_paths(tmp_path):
     seen = dict(line.split("=", 1) for line in out.stdout.split())
     for name in ("DATA_DIR", "RESULTS_DIR", "FIGURES_DIR"):
         assert seen[name] == str(REPO / "rel" / name.split("_")[0].lower()), seen
+
+
+def _layout_entries() -> dict[str, str]:
+    """The README's layout map as {head: text}: a head is what a line at two spaces'
+    indent names before its description (``bsr/``, ``studies/base.py``, ``models.py,
+    data.py, train.py``); the text is that line and the deeper lines under it."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    entries, head = {}, None
+    for line in block.splitlines():
+        m = re.match(r"^  (\S.*?)(?:\s{2,}|$)", line)
+        if m:
+            head = m.group(1).strip()
+            entries[head] = line
+        elif head is not None and line.startswith("    "):
+            entries[head] += "\n" + line
+    return entries
+
+
+def test_the_readme_layout_names_every_module():
+    """The README's map (the only one) names every module of the package under its folder."""
+    import re
+
+    import blockprune_utils
+
+    entries = _layout_entries()
+    package = REPO / "blockprune_utils"
+    missing = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        folder = "/".join(rel.parts[:-1]) + "/" if len(rel.parts) > 1 else ""
+        if rel.name in ("__init__.py", "__main__.py"):
+            if folder and folder not in entries and not any(h.startswith(folder) for h in entries):
+                missing.append(str(rel))
+            continue
+        if any(rel.as_posix() in [n.strip() for n in h.split(",")] for h in entries):
+            continue  # named as the head of an entry (studies/claims.py, engine.py, blocks.py, ...)
+        if folder in entries and re.search(rf"\b{re.escape(path.stem)}\b", entries[folder]):
+            continue
+        missing.append(str(rel))
+    assert not missing, f"README.md's layout map does not name {missing}"
+    assert "'Layout' section of README.md" in " ".join(blockprune_utils.__doc__.split())

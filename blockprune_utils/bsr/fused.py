@@ -37,6 +37,7 @@ from numba.extending import overload
 from torch import nn
 
 from ..masks import dense_state_dict
+from ..models import LENET_LAYERS as LAYERS
 from . import jit as _jit
 from . import train_kernels as _train_kernels
 from . import transpose as _transpose_module
@@ -45,7 +46,6 @@ from .jit import unique_jit
 from .kernels import FORMATS, bsr_kernel, kernel_arrays
 from .transpose import transpose as transpose_into
 
-LAYERS = ("fc1", "fc2", "fc3")
 _HEAD = 4  # wi[:4] = number of layers, largest hidden size, len(wi), len(wf); then 8 ints per layer
 _META = 8  # rows of indptr, nnz(b), data offset, indices offset, indptr offset, bias offset, n_in, n_out
 _F32 = np.dtype(np.float32)

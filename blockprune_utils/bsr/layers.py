@@ -13,6 +13,15 @@ Shapes that k does not divide are exact in every backend (padding: see
 :mod:`.convert`; the numba kernels never touch the padding).  ``numba`` and
 ``fused`` compute in float32 (the result is returned in the input's dtype) and,
 like ``scipy``, serve inference only (no autograd).
+
+The numba kernels work in the (features, batch) layout.  A ``numba`` layer returns
+its (batch, out) result as the transpose of the (out, batch) array it wrote - a
+view, no copy - and elementwise torch operations (ReLU, GELU, dropout in eval
+mode, adding a residual of the same layout) keep that layout.  So in a chain of
+numba layers only the first one transposes its input: the next ones read the
+previous output as it lies in memory.  The values are those of the row-major
+result; only ``.view`` calls that would merge the batch with the features need a
+``.reshape`` instead.
 """
 from __future__ import annotations
 
@@ -29,10 +38,12 @@ from ..masks import dense_state_dict
 from .attention import BSRMultiheadAttention
 from .convert import padded_shape, to_scipy_bsr, to_torch_bsr
 from .fused import TILE, NumbaMLP
-from .jit import check_k
+from .jit import bsr_kernel, check_k
+from .kernels import kernel_arrays
 from .lean import linear_layers, reference_forward
 from .swap import places_of, swap_plan, switch_off_fast_paths
 from .timing import RTOL, close_enough
+from .transpose import transpose as transpose_into
 
 BACKENDS = ("torch", "scipy", "numba", "dense")
 FUSED = "fused"  # the whole model as one FusedMLP (to_bsr_model only)
@@ -91,7 +102,10 @@ class BSRLinear(nn.Module):
         elif backend == "scipy":
             self.weight_scipy = to_scipy_bsr(weight.double() if weight.dtype == torch.float64 else weight.float(), k, block_mask)
         elif backend == "numba":
-            self.weight_numba = NumbaMLP([(weight.detach().cpu(), bias)], k, "bsr", block_masks=[block_mask])
+            a = kernel_arrays(weight.detach().cpu().float(), k, "bsr", block_mask)
+            self.weight_numba = (a.data.reshape(-1) if a.k == 1 else a.data, a.indices, a.indptr)
+            self.bias_numba = (np.zeros(0, np.float32) if bias is None
+                               else np.ascontiguousarray(bias.detach().cpu().float().numpy().ravel()))
         else:
             self.register_buffer("weight_dense", weight.detach().clone())
 
@@ -102,11 +116,34 @@ class BSRLinear(nn.Module):
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.out_features}, k={self.k}, backend={self.backend}"
 
+    def _numba_forward(self, x2: torch.Tensor) -> torch.Tensor:
+        """``x2 @ W.T + b`` by the numba kernel, for (batch, in) rows: one sample as a
+        matrix-vector product; a batch in the (in, batch) layout - read in place when
+        ``x2`` is the transpose of a contiguous array (the output of a numba layer),
+        transposed once otherwise - giving (out, batch), returned as its transpose."""
+        xs = x2.detach().to(device="cpu", dtype=torch.float32)
+        n = xs.shape[0]
+        if n == 1:
+            y = np.empty(self.out_features, np.float32)
+            bsr_kernel(self.k, False, False)(*self.weight_numba, np.ascontiguousarray(xs[0].numpy()), y, self.bias_numba,
+                                             False)
+            out = torch.from_numpy(y)[None]
+        else:
+            if xs.T.is_contiguous():
+                xt = xs.T.numpy()
+            else:
+                xt = np.empty((self.in_features, n), np.float32)
+                transpose_into(np.ascontiguousarray(xs.numpy()), xt)
+            y = np.empty((self.out_features, n), np.float32)
+            bsr_kernel(self.k, True, False)(*self.weight_numba, xt, y, self.bias_numba, False)
+            out = torch.from_numpy(y).T
+        return out.to(dtype=x2.dtype, device=x2.device)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
         x2 = x.reshape(-1, self.in_features)
         if self.backend == "numba":  # the bias is added inside the kernel
-            y = _numpy_result(self.weight_numba(x2), x) if len(x2) else x.new_zeros(0, self.out_features)
+            y = self._numba_forward(x2) if len(x2) else x.new_zeros(0, self.out_features)
             return y.reshape(*lead, self.out_features)
         if self.backend == "dense":
             y = x2 @ self.weight_dense.T

@@ -4,6 +4,8 @@ Every figure is saved by :func:`save_figure` as ``<name>.png`` and ``<name>.svg`
 the table behind it as ``<name>.csv``, and a small ``<name>.json`` sidecar (caption,
 data set, seeds, device, commit, source notebook).  :func:`write_index` rebuilds
 ``figures/README.md`` from all sidecars, so no notebook edits another's entry.
+A :class:`Publisher` holds what all figures of one run share (source, profile, data
+set, seeds, device, result rows), so each figure is saved with its name and caption only.
 
 Where a figure goes depends on its profile (:func:`output_dir`): a full run's into
 ``FIGURES_DIR`` (``figures/``, committed), a quick run's into ``QUICK_FIGURES_DIR``
@@ -12,8 +14,11 @@ over a full-run sidecar raises :class:`FullRunFigureError`, whatever folder is n
 """
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Sequence
 
 from .paths import REPO_ROOT, figures_dir, quick_figures_dir
 from .provenance import git_commit
@@ -130,6 +135,37 @@ def save_table(table, name: str, *, caption: str, dataset: str, seeds, device: s
     atomic_write_text(out / f"{name}.json", json.dumps(meta, indent=2))
     write_index(out)
     return out / f"{name}.csv"
+
+
+@dataclass(frozen=True)
+class Publisher:
+    """The provenance shared by the figures and tables of one run, given once:
+    ``publish = Publisher(source, profile, dataset, seeds, device, runs=df)``, then
+    ``publish.figure(fig, name, caption, data=table)`` per figure.  A keyword of
+    :meth:`figure` or :meth:`table` (``seeds=[0]`` for a one-seed figure) overrides the
+    shared value for that entry."""
+
+    source: str
+    profile: str
+    dataset: str
+    seeds: Sequence[int] | str
+    device: str
+    runs: Any = None
+
+    def _fields(self, override: dict) -> dict:
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        unknown = sorted(set(override) - set(shared))
+        if unknown:
+            raise TypeError(f"unknown provenance field(s) {unknown}; allowed: {sorted(shared)}")
+        return {**shared, **override}
+
+    def figure(self, fig, name: str, caption: str, data=None, **override) -> Path:
+        """Save ``fig`` as ``name`` with ``caption`` and its table ``data`` (:func:`save_figure`)."""
+        return save_figure(fig, name, caption=caption, data=data, **self._fields(override))
+
+    def table(self, table, name: str, caption: str, summary=None, **override) -> Path:
+        """Save the result ``table`` as ``name`` with ``caption`` (:func:`save_table`)."""
+        return save_table(table, name, caption=caption, summary=summary, **self._fields(override))
 
 
 def _runs_line(meta: dict) -> str:

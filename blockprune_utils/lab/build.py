@@ -128,6 +128,11 @@ Grade one submission (executes it with errors allowed, then runs every check in 
     python -m blockprune_utils.lab grade path/to/{name} --out grades.json
 
 or `make lab-grade SUBMISSION=path/to/{name}`.
+
+The checks run in the submission's own kernel, after its cells. That grades honest work
+reliably, but it is not a sandbox: a submission that replaces the checks, or the libraries they
+call, can fool it. Read the code of a submission whose score surprises you, and run submissions
+you do not trust in a container of their own.
 """
 
 

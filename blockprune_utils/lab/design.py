@@ -17,11 +17,12 @@ import torch
 
 from ..bsr import storage_bytes
 from ..data import load_mnist_like, train_val_split
-from ..models import LENET_RATES, pretrained_lenet
-from ..schedule import BlockPruner, alive_blocks, total_density
+from ..masks import density
+from ..models import LENET_LAYERS as LAYERS
+from ..models import pretrained_lenet
+from ..schedule import BlockPruner, alive_blocks
 from ..train import TrainConfig, evaluate, train
 
-LAYERS = tuple(LENET_RATES)
 DESIGN_KEYS = ("k", "rates", "rounds", "epochs_per_round")
 
 
@@ -102,5 +103,5 @@ def run_design(design: dict, budget_epochs: int = 6, n_train: int | None = None,
     k = pruner.k
     sizes = [storage_bytes(getattr(model, n).weight.detach(), k, alive_blocks(getattr(model, n), k)) for n in LAYERS]
     return DesignResult(design=design, budget_epochs=budget_epochs, bsr_bytes=sum(s.bsr for s in sizes),
-                        dense_bytes=sum(s.dense for s in sizes), density=total_density(model, LAYERS),
+                        dense_bytes=sum(s.dense for s in sizes), density=density(model, LAYERS),
                         test_acc=evaluate(model, test_set), n_test=len(test_set), wall_s=time.perf_counter() - t0)

@@ -2,24 +2,22 @@
 from __future__ import annotations
 
 from ..infra.paths import REPO_ROOT
+from ..plots.profile import committed_figures
 
 COMMITTED = REPO_ROOT / "figures"
 
 
 def show_figure(name: str, width: int = 900):
-    """Display ``figures/<name>.png`` of the repository (the committed full-run figure)
-    with its caption; where the repository's files are absent (a pip install, as on
-    Colab) say where to find it instead."""
-    import json
-
+    """Display ``figures/<name>.png`` of the repository (the committed full-run figure,
+    read by :func:`~blockprune_utils.plots.profile.committed_figures`) with its caption;
+    where it is absent (a pip install, as on Colab) say where to find it instead."""
     from IPython.display import Image, Markdown, display
 
-    png, meta = COMMITTED / f"{name}.png", COMMITTED / f"{name}.json"
-    if not png.exists():
+    found = committed_figures([name], COMMITTED)
+    if not found:
         display(Markdown(f"`figures/{name}.png` is not in this installation: open it in the repository's `figures/` "
                          "folder (its README shows every figure with its caption)."))
         return
-    caption = json.loads(meta.read_text()).get("caption", "") if meta.exists() else ""
-    display(Image(filename=str(png), width=width))
-    if caption:
-        display(Markdown(f"*figures/{name}.png:* {caption}"))
+    display(Image(filename=str(found[0]["png"]), width=width))
+    if found[0].get("caption"):
+        display(Markdown(f"*figures/{name}.png:* {found[0]['caption']}"))

@@ -20,8 +20,8 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from ..bench.formats import FORMAT, GROUPS, MODEL_VARIANTS, SPARSE_FORMATS, VARIANT
 from .cache import CACHE_METRICS, cache_misses, cache_misses_caption, count_label  # noqa: F401
+from .common import as_frame as _df
 from .common import density_axis
-from .common import rows_frame as _df
 
 DENSITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01, 0.003)
 

@@ -8,7 +8,7 @@ import pandas as pd
 import seaborn as sns
 
 from ..bench.formats import SIMULATED
-from .common import rows_frame as _df
+from .common import as_frame as _df
 
 # {cachegrind fmt: label} in the order of the bars, and {label: colour}: CSR orange, BSR blue (scipy light, numba dark),
 # dense grey (declared with the formats)

@@ -1,4 +1,4 @@
-"""Axis helpers shared by the plots of every study."""
+"""Helpers shared by the plots of every study: the log density axis, rows as a DataFrame."""
 from __future__ import annotations
 
 import pandas as pd
@@ -24,6 +24,7 @@ def density_axis(ax, lo: float, hi: float, label: str = "density (fraction of we
     ax.set_xlabel(label)
 
 
-def rows_frame(rows) -> pd.DataFrame:
-    """Result rows (a DataFrame or an iterable of dicts) as a DataFrame of their own."""
+def as_frame(rows) -> pd.DataFrame:
+    """Result rows (a DataFrame or an iterable of dicts) as a new DataFrame: a copy of a
+    DataFrame, so a plot may add columns without changing its caller's."""
     return rows.copy() if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))

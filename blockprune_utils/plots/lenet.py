@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from ..studies.lenet.summary import LAYERS, nearest_round
+from ..models import LENET_LAYERS as LAYERS
+from ..studies.lenet.summary import nearest_round
 from .common import density_axis
 
 VARIANT_LABELS = {
@@ -138,13 +139,6 @@ def draw_accuracy_vs_k(table: pd.DataFrame, baseline=None, control=None, ax=None
     ax.set_title("accuracy vs block size at fixed density")
     ax.legend(title="density", fontsize=8, title_fontsize=9)
     return fig
-
-
-def accuracy_vs_k_caption(dataset: str, table: pd.DataFrame, seeds) -> str:
-    """Caption of an accuracy-vs-k figure, from its table."""
-    at = table.sort_values("round")["at"].drop_duplicates().str.replace("~", "")
-    return (f"LeNet-300-100 on {dataset}: test accuracy vs block size k at the pruning rounds nearest 10%, 5% and "
-            f"{min(table['density']) * 100:.1f}% total density ({', '.join(at)}); mean ± sd over seeds {list(seeds)}.")
 
 
 def random_controls(df: pd.DataFrame, ks: Sequence[int] | None = None):

@@ -47,7 +47,8 @@ def _lenet_bands(name: str, folder: Path):
 
 
 def _acc_vs_k(name: str, table: pd.DataFrame, folder: Path):
-    from .lenet import accuracy_vs_k_caption, draw_accuracy_vs_k
+    from ..studies.lenet.report import accuracy_vs_k_caption
+    from .lenet import draw_accuracy_vs_k
 
     dataset, baseline, control = _lenet_bands(name, folder)
     seeds = json.loads((folder / f"{name}.json").read_text())["seeds"]

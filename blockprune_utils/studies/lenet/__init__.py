@@ -4,7 +4,9 @@ against element-wise pruning (k = 1) and random block masks.
 * :mod:`.config`  - run configuration, profiles, the authors' settings, row schema;
 * :mod:`.runs`    - one function per kind of task (baseline, prune run, controls);
 * :mod:`.study`   - the task graph, :func:`run_study`, reading stored results;
-* :mod:`.summary` - tables of the rows.
+* :mod:`.summary` - tables of the rows;
+* :mod:`.report`  - the words and tables of notebook 01 (captions, readings);
+* :mod:`.publish` - writes ``lenet_summary`` into ``figures/``.
 """
 from .config import (
     AUTHORS_SETTINGS,

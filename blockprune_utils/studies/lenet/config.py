@@ -12,12 +12,12 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ...infra.store import Schema
+from ...models import LENET_LAYERS as LAYERS
 from ...models import LENET_RATES
 from ...train import TrainConfig
 from ..base import ProfileTable, get_profile
 
 STUDY = "lenet"
-LAYERS = ("fc1", "fc2", "fc3")
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = ("block", "dense_control", "sensitivity", "random_retrain", "random_scratch", "baseline_scan", "retrain_scan",
             "authors")

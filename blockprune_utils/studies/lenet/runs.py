@@ -35,10 +35,10 @@ from ...data import Split, load_mnist_like, train_val_split
 from ...infra.provenance import provenance
 from ...infra.seeds import derive_seed
 from ...infra.store import ResultStore
-from ...masks import get_mask, set_mask
+from ...masks import density, get_mask, set_mask
 from ...models import LeNet300100
 from ...pruning import prune_to_density
-from ...schedule import BlockPruner, install_block_mask, layer_densities, random_scores, total_density
+from ...schedule import BlockPruner, install_block_mask, layer_densities, random_scores
 from ...train import TrainConfig, evaluate, train
 from ..base import RoundsRun, checkpoint, load_restored, restore, resumable_rounds
 from .config import LAYERS, SCHEMA, STUDY, RunConfig
@@ -104,7 +104,7 @@ class Run:
             "test_acc": self.test_acc(model) if evaluate_test else None,
             "val_acc": evaluate(model, va, self.cfg.training.eval_batch) if evaluate_val and len(va) else None,
             "test_acc_pruned": test_acc_pruned, "target_density": target_density,
-            **{f"density_{n}": v for n, v in dens.items()}, "density_total": total_density(model, LAYERS),
+            **{f"density_{n}": v for n, v in dens.items()}, "density_total": density(model, LAYERS),
             **{f"blocks_{n}": int(block_mask_of(get_mask(getattr(model, n)), max(k, 1)).sum()) for n in LAYERS},
             "epochs": epochs,
             "train_loss": hist["history"][-1]["train_loss"] if hist and hist["history"] else None,

@@ -7,9 +7,7 @@ from typing import Sequence
 
 import pandas as pd
 
-from .config import LAYERS
-
-__all__ = ["LAYERS", "baseline_summary", "summary_at", "controls_summary", "mean_sd", "nearest_round", "select_rows"]
+__all__ = ["baseline_summary", "summary_at", "controls_summary", "mean_sd", "nearest_round", "select_rows"]
 
 # Total densities of the two rounds the tables quote: round 11 (about 8.7%) and round 16
 # (about 2.9%: fc1 and fc2 keep 0.8^16 = 2.8% of their weights, fc3 keeps 0.9^16 = 18.5%).
