@@ -20,7 +20,8 @@ from torch import nn
 from ..bsr import lean_kernel, linear_layers, reference_forward
 from ..bsr.timing import TIMING_COLUMNS, blas_control, num_threads, timing_values
 from ..infra.store import Schema
-from ..schedule import layer_densities, total_density
+from ..masks import density
+from ..schedule import layer_densities
 from .config import (
     LAYERS,
     MACHINE_COLUMNS,
@@ -73,7 +74,7 @@ def measure_model(k: int, round: int, batch: int, threads: int, cfg: BenchConfig
     whole-model variant checked against a float64 forward of the dense weights, then timed."""
     model, source = config_model(cfg, k, round)
     dens = layer_densities(model, LAYERS)
-    meta = {"family": "lenet-model", "source": source, "density": total_density(model, LAYERS),
+    meta = {"family": "lenet-model", "source": source, "density": density(model, LAYERS),
             **{f"density_{n}": d for n, d in dens.items()}, "blas_control": blas_control(), "dtype": "float32"}
     with num_threads(threads) as n, torch.inference_mode():
         prov = {**(prov or row_provenance("cpu")), "threads": n}
