@@ -54,6 +54,11 @@ class CacheSim:
     color: str
     counted: str | None = None
 
+    @property
+    def jit(self) -> bool:
+        """Counted as JIT code without a symbol (numba's): the difference of two runs."""
+        return self.kernel == JIT_CODE
+
 
 _NO_BIAS = np.zeros(0, np.float32)
 

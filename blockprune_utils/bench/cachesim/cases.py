@@ -28,9 +28,10 @@ from . import driver
 from .cachegrind import CACHE, cache_description, per_product
 from .valgrind import numba_product_counts, run_cachegrind_tool, valgrind_path, valgrind_version
 
-# the simulated formats by how they are counted: numba's JIT code (two runs differenced) or named kernel functions
-NUMBA_FORMATS = tuple(f.cache.fmt for f in FORMAT.values() if f.cache and f.lib == "numba")
-SPARSE_LIBRARY = tuple(f.cache.fmt for f in FORMAT.values() if f.cache and f.lib != "numba" and not f.dense)
+# the simulated formats by how they are counted: numba's JIT code (two runs differenced, at every cache batch) or named
+# library kernel functions (matrix-vector products: batch 1), and the dense one
+NUMBA_FORMATS = tuple(fmt for fmt, c in SIMULATED.items() if c.jit)
+SPARSE_LIBRARY = tuple(f.cache.fmt for f in FORMAT.values() if f.cache and not f.cache.jit and not f.dense)
 DENSE = next(f.cache.fmt for f in FORMAT.values() if f.cache and f.dense)
 KERNELS = {fmt: c.kernel for fmt, c in SIMULATED.items()}  # part of the store's hash
 CACHE_SCHEMA = Schema(
