@@ -59,15 +59,6 @@ class ResNet18Cifar(nn.Module):
         return [f"backbone.{n}" for n, m in self.backbone.named_modules() if isinstance(m, nn.Conv2d)]
 
 
-def pretrained_lenet() -> LeNet300100:
-    """The LeNet-300-100 trained on MNIST that ships with the package (the study's
-    paper-profile baseline, seed 0; see :mod:`blockprune_utils.pretrained`), in eval
-    mode on the CPU."""
-    from .pretrained import load_lenet
-
-    return load_lenet()
-
-
 class RowTransformer(nn.Module):
     """A small transformer encoder that reads an image as a sequence of its rows
     (MNIST: 28 tokens of 28 pixels): a Linear embedding of each row plus a learnt

@@ -16,8 +16,8 @@ import argparse
 import sys
 import time
 
-from .engine import SweepError, check_scheduler, default_workers, run_tasks
 from .infra.paths import data_dir, results_dir
+from .infra.tasks import SweepError, check_scheduler, default_workers, run_tasks
 from .studies.cifar import cli as cifar_cli
 from .studies.lenet import DATASETS, PROFILES, VARIANTS, run_config, store_for, tasks
 

@@ -18,14 +18,13 @@ from blockprune_utils.blocks import block_mask_of
 from blockprune_utils.masks import MASK_SUFFIX
 from blockprune_utils.pruning import n_to_prune
 from blockprune_utils.studies.base import restore
-from blockprune_utils.studies.cifar import cli, config, export, network, runs
+from blockprune_utils.studies.cifar import cli, config, export, network, runs, study
 from blockprune_utils.studies.cifar import data as cdata
-from blockprune_utils.studies.cifar.budget import Budget
 from blockprune_utils.studies.cifar.study import run_study
 
 TINY = config.CifarProfile(
     name="tiny",
-    data=config.DataConfig(train_per_class=4, test_per_class=2, image_size=8, synthetic=True),
+    data=config.CifarDataConfig(train_per_class=4, test_per_class=2, image_size=8, synthetic=True),
     model=config.ModelConfig(),
     baseline=config.Phase(epochs=1, lr=1e-3, batch_size=20),
     a=config.HeadPruning(rounds=2, retrain=config.Phase(epochs=1, lr=1e-4, batch_size=20)),
@@ -149,7 +148,7 @@ def test_rows_schema_and_counts(tiny_result):
         assert sorted(df.loc[(df.experiment == "B") & (df.k == k), "round"]) == list(range(TINY.b.rounds + 1))
     round0 = df[df["round"] == 0]
     assert (round0["density"] == 1.0).all() and round0["test_acc_pruned"].isna().all()
-    base = runs.Run(TINY, "cpu", **QUIET).store("baseline").get(runs.row_key("baseline", 0, 0, 0))
+    base = runs.ProfileRun(TINY, "cpu", **QUIET).store("baseline").get(runs.row_key("baseline", 0, 0, 0))
     assert base is not None and (round0["test_acc"] == base["test_acc"]).all()
     assert df.loc[df["round"] >= 1, "test_acc_pruned"].notna().all()
     out = {p.name for p in tiny_result.files}
@@ -181,7 +180,7 @@ def test_density_per_round(tiny_result):
 
 def test_block_counts_in_checkpoints(tiny_result, tiny_env):
     """Every pruned layer of B keeps exactly the block count of the per-layer rule."""
-    store = runs.Run(TINY, "cpu", **QUIET).store("B")
+    store = runs.ProfileRun(TINY, "cpu", **QUIET).store("B")
     model = network.build_model(TINY.model, 0, "cpu")
     layers = network.conv_prune_layers(model, TINY.b)
     assert "backbone.conv1" not in layers and "backbone.layer2.0.downsample.0" in layers and "head.0" not in layers
@@ -198,8 +197,8 @@ def test_block_counts_in_checkpoints(tiny_result, tiny_env):
 
 
 def test_head_only_pruning_leaves_convs_untouched_and_frozen(tiny_env, tmp_path):
-    run = runs.Run(TINY, "cpu", results_root=tmp_path, **QUIET)
-    base = runs.baseline(run, 0)
+    run = runs.ProfileRun(TINY, "cpu", results_root=tmp_path, **QUIET)
+    base = study.baseline(run, 0)
     pl = runs.plan(TINY, "A")
     model = runs.start_model(pl, base)  # what prune_run retrains
     assert all(not p.requires_grad for p in model.backbone.parameters())
@@ -228,7 +227,7 @@ def test_cached_rows_are_skipped(tiny_result, tiny_env, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("a cached row was recomputed")
 
-    monkeypatch.setattr(runs.Run, "fit", boom)
+    monkeypatch.setattr(runs.ProfileRun, "fit", boom)
     again = run_study(TINY, ("A", "B"), device="cpu", out_dir=tiny_env / "out2", **QUIET)
     assert again.complete
     cols = ["experiment", "k", "round", "seed", "test_acc"]
@@ -238,7 +237,7 @@ def test_cached_rows_are_skipped(tiny_result, tiny_env, monkeypatch):
 def test_killed_run_resumes(tiny_env, monkeypatch, tmp_path):
     monkeypatch.setenv("RESULTS_DIR", str(tmp_path))
     calls = {"n": 0}
-    real_fit = runs.Run.fit
+    real_fit = runs.ProfileRun.fit
 
     def dies_on_third(self, *a, **k):
         calls["n"] += 1
@@ -246,10 +245,10 @@ def test_killed_run_resumes(tiny_env, monkeypatch, tmp_path):
             raise KeyboardInterrupt
         return real_fit(self, *a, **k)
 
-    monkeypatch.setattr(runs.Run, "fit", dies_on_third)
+    monkeypatch.setattr(runs.ProfileRun, "fit", dies_on_third)
     with pytest.raises(KeyboardInterrupt):
         run_study(TINY, ("A",), device="cpu", out_dir=tmp_path / "out", **QUIET)
-    store = runs.Run(TINY, "cpu", **QUIET).store("A")
+    store = runs.ProfileRun(TINY, "cpu", **QUIET).store("A")
     assert sorted(r["round"] for r in store.rows()) == [0, 1]
     row1 = store.row_path(runs.row_key("A", 2, 1, 0)).read_text()
     calls["n"] = -100
@@ -260,14 +259,14 @@ def test_killed_run_resumes(tiny_env, monkeypatch, tmp_path):
 
 def test_row_lost_after_checkpoint_is_restored(tiny_result, tiny_env, monkeypatch):
     """Killed between writing a round's checkpoint and its row: the row comes from the checkpoint."""
-    store = runs.Run(TINY, "cpu", **QUIET).store("B")
+    store = runs.ProfileRun(TINY, "cpu", **QUIET).store("B")
     for k in TINY.b.ks:
         store.row_path(runs.row_key("B", k, TINY.b.rounds, 0)).unlink()
 
     def boom(*a, **k):
         raise AssertionError("nothing should be retrained")
 
-    monkeypatch.setattr(runs.Run, "fit", boom)
+    monkeypatch.setattr(runs.ProfileRun, "fit", boom)
     again = run_study(TINY, ("B",), device="cpu", out_dir=tiny_env / "out3", **QUIET)
     assert again.complete
     cols = ["experiment", "k", "round", "test_acc"]
@@ -287,12 +286,12 @@ def test_budget_stops_early(tiny_result, tiny_env, tmp_path, monkeypatch):
 
 def test_budget_allows_rounds_that_fit():
     said = []
-    budget = Budget(3600.0, said.append)
+    budget = runs.Budget(3600.0, said.append)
     assert budget.allows("A")
     budget.spent("A", 10_000.0)  # the next A round would end past the budget
     assert not budget.allows("A") and budget.stopped and not budget.allows("B")
     assert len(said) == 1 and "time budget" in said[0]
-    assert Budget(None).allows("A")
+    assert runs.Budget(None).allows("A")
 
 
 def test_cli_writes_rows_and_csv(tiny_result, tiny_env, capsys):

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 from conftest import private_study
 
-from blockprune_utils.studies.cifar import cli, config, describe, export, features, runs, trunk
+from blockprune_utils.studies.cifar import cli, config, export, report, runs, study, trunk
 from blockprune_utils.studies.cifar import data as cdata
 from blockprune_utils.studies.cifar.study import run_study
 
 TINY_CPU = config.CifarProfile(
     name="tinycpu",
-    data=config.DataConfig(train_per_class=4, test_per_class=2, image_size=8, synthetic=True),
+    data=config.CifarDataConfig(train_per_class=4, test_per_class=2, image_size=8, synthetic=True),
     model=config.ModelConfig(),
     baseline=config.TrunkSchedule(sizes=(4, 6, 8), lr=0.05, batch_size=20),
     a=config.HeadPruning(rounds=2, compare_ks=(1, 4, 8), retrain=config.Phase(epochs=1, lr=1e-3, batch_size=20)),
@@ -53,7 +53,7 @@ def test_cpu_profile_design_and_time_arithmetic():
     sched = p.baseline
     assert isinstance(sched, config.TrunkSchedule) and sched.sizes[-1] == p.data.image_size == 32
     assert list(sched.sizes) == sorted(sched.sizes) and p.data.train_per_class is None
-    minutes = describe.cpu_minutes("cpu")
+    minutes = report.cpu_minutes("cpu")
     assert 65 <= minutes["trunk training"] <= 75 and minutes["total"] <= 100
     assert minutes["trunk training"] == pytest.approx(50_000 * (4 / 110 + 1 / 56 + 1 / 35) / 60)
     # one-cycle: from lr/start_div up to lr at the end of the warm-up, then down to lr/end_div
@@ -68,7 +68,7 @@ def test_cpu_profile_design_and_time_arithmetic():
     assert config.store_config(p, "A", src) == config.store_config(
         config.dataclasses.replace(p, a=config.dataclasses.replace(p.a, compare_ks=())), "A", src)
     assert "compare_ks" not in json.dumps(config.store_config(config.PROFILES["paper"], "A", src), default=str)
-    table = describe.profile_table("cpu")
+    table = report.profile_table("cpu")
     assert "one-cycle" in table.iloc[0]["schedule"] and "B:" not in " ".join(table["phase"])
 
 
@@ -90,7 +90,7 @@ def test_head_pruning_rows(result):
     assert (df["profile"] == "tinycpu").all() and df["device"].str.startswith("cpu").all()
     assert len(df) == len(KS) * len(TINY_CPU.seeds) * (1 + TINY_CPU.a.rounds)
     assert not df.duplicated(["experiment", "k", "round", "seed"]).any()
-    base = runs.Run(TINY_CPU, "cpu", **QUIET).store("baseline").get(runs.row_key("baseline", 0, 0, 0))
+    base = runs.ProfileRun(TINY_CPU, "cpu", **QUIET).store("baseline").get(runs.row_key("baseline", 0, 0, 0))
     assert base is not None and base["epochs"] == 3
     r0 = df[df["round"] == 0]
     assert (r0["test_acc"] == base["test_acc"]).all() and (r0["density"] == 1.0).all()
@@ -104,27 +104,27 @@ def test_head_pruning_rows(result):
     rest = df[df["round"] >= 1]
     assert rest["test_acc_pruned"].notna().all() and (rest["density_conv"] == 1.0).all()
     assert (rest["density_model"] > 0.98).all() and (rest["density_model"] < 1).all()  # the head is 1.4% of it
-    store = runs.Run(TINY_CPU, "cpu", **QUIET).store("A")
+    store = runs.ProfileRun(TINY_CPU, "cpu", **QUIET).store("A")
     heads = [store.load_checkpoint({"experiment": "A", "k": 2, "seed": s})["model"] for s in TINY_CPU.seeds]
     key = "head.0.parametrizations.weight.original"
     assert not torch.equal(heads[0][key], heads[1][key])  # the seeds retrain differently
 
 
 def test_feature_cache_hit(result, env, monkeypatch, tmp_path):
-    run = runs.Run(TINY_CPU, "cpu", **QUIET)
+    run = runs.ProfileRun(TINY_CPU, "cpu", **QUIET)
     base_store = run.store("baseline")
     cached = base_store.load_checkpoint({"experiment": "features", "seed": 0})
     assert cached["train"].shape == (40, 512) and cached["test"].shape == (20, 512)
     assert base_store.ckpt_path({"experiment": "features", "seed": 0}).parent.parent.name == base_store.hash
     # the head on the test features is the whole network on the test images
-    base = runs.baseline(run, 0)
+    base = study.baseline(run, 0)
     assert run.evaluate(base.network) == base.row["test_acc"]
     shutil.rmtree(run.store("A").dir)  # forget A: it is recomputed from the cached features alone
 
     def boom(*a, **k):
         raise AssertionError("the trunk was trained or its features extracted again")
 
-    monkeypatch.setattr(features, "extract", boom)
+    monkeypatch.setattr(trunk, "extract", boom)
     monkeypatch.setattr(trunk, "train_epoch", boom)
     again = run_study("tinycpu", device="cpu", out_dir=env / "out2", **QUIET)
     assert again.complete
@@ -135,10 +135,10 @@ def test_feature_cache_hit(result, env, monkeypatch, tmp_path):
     model = base.model()
     with torch.no_grad():
         model.backbone.conv1.weight.mul_(2)
-    assert features.fingerprint(model.backbone) != cached["fingerprint"]
-    other = runs.Run(TINY_CPU, "cpu", results_root=tmp_path, **QUIET)
+    assert trunk.fingerprint(model.backbone) != cached["fingerprint"]
+    other = runs.ProfileRun(TINY_CPU, "cpu", results_root=tmp_path, **QUIET)
     shutil.copytree(base_store.dir, other.store("baseline").dir, dirs_exist_ok=True)
-    assert features.trunk_features(other, model, 0).fingerprint == features.fingerprint(model.backbone)
+    assert trunk.trunk_features(other, model, 0).fingerprint == trunk.fingerprint(model.backbone)
 
 
 def test_killed_trunk_resumes_at_last_finished_epoch(result, env, monkeypatch, tmp_path):
@@ -155,7 +155,7 @@ def test_killed_trunk_resumes_at_last_finished_epoch(result, env, monkeypatch, t
     monkeypatch.setattr(trunk, "train_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         run_study("tinycpu", device="cpu", out_dir=tmp_path / "out", **QUIET)
-    run = runs.Run(TINY_CPU, "cpu", **QUIET)
+    run = runs.ProfileRun(TINY_CPU, "cpu", **QUIET)
     ck = run.store("baseline").load_checkpoint(trunk.trunk_key(0))
     assert ck["round"] == 1 and len(ck["history"]) == 1 and not run.store("A").rows()
     res = run_study("tinycpu", device="cpu", out_dir=tmp_path / "out", **QUIET)
@@ -163,7 +163,7 @@ def test_killed_trunk_resumes_at_last_finished_epoch(result, env, monkeypatch, t
     # the resumed trunk is exactly the one that was never stopped
     resumed = run.store("baseline").load_checkpoint({"experiment": "baseline", "seed": 0})["model"]
     monkeypatch.setenv("RESULTS_DIR", str(env / "results"))
-    whole = runs.Run(TINY_CPU, "cpu", **QUIET).store("baseline").load_checkpoint({"experiment": "baseline", "seed": 0})
+    whole = runs.ProfileRun(TINY_CPU, "cpu", **QUIET).store("baseline").load_checkpoint({"experiment": "baseline", "seed": 0})
     assert resumed.keys() == whole["model"].keys()
     assert all(torch.equal(resumed[key], whole["model"][key]) for key in resumed)
     cols = ["k", "round", "seed", "test_acc"]
@@ -201,8 +201,6 @@ def test_cli_writes_the_figures_table(result, env, capsys):
 
 
 def test_report_words_follow_the_numbers(result):
-    from blockprune_utils.studies.cifar import report
-
     empty = report.status({}, quick=False)
     assert "No GPU run has been made yet" in empty and "No CPU run has been made yet" in empty
     assert "--profile paper --experiment A" in empty and "make figures-cifar PROFILE=cpu" in empty
@@ -219,3 +217,9 @@ def test_report_words_follow_the_numbers(result):
     table = report.authors_table({"cpu": export.StudyResult(rows, profile="cpu")})
     assert table["unpruned %"].tolist() == [90.37, 90.0] and table["pruned %"].iloc[1] == pytest.approx(95.05)
     assert "within" in report.ks_sentence(rows.assign(test_acc=0.9))
+
+
+def test_cached_features_serve_the_head_experiment_only(env):
+    run = runs.ProfileRun(TINY_CPU, "cpu", **QUIET)
+    with pytest.raises(ValueError, match="experiment B prunes the convolutions"):
+        runs.run_experiment(run, "B", base=None, feats=object())

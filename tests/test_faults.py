@@ -19,12 +19,12 @@ import torch
 from torch import nn
 
 from blockprune_utils.data import DataFileError, load_mnist_like
-from blockprune_utils.engine import SweepError, check_scheduler, run_tasks
 from blockprune_utils.infra.provenance import provenance
 from blockprune_utils.infra.store import ResultStore, Schema
+from blockprune_utils.infra.tasks import SweepError, Task, check_scheduler, run_tasks
 from blockprune_utils.schedule import BlockPruner
 from blockprune_utils.studies import lenet as L
-from blockprune_utils.studies.base import RoundsRun, Task, UnknownName, checkpoint, load_restored, resumable_rounds
+from blockprune_utils.studies.base import RoundsRun, UnknownName, checkpoint, load_restored, resumable_rounds
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEMA = Schema(key=("k", "seed"), values=("acc", "note"), types=(("k", int), ("seed", int), ("acc", float),
@@ -265,7 +265,7 @@ def test_load_restored_leaves_the_model_alone_when_it_fails(tmp_path):
     assert pruner.round == 0
 
 
-# -- the engine
+# -- the task runner (infra/tasks.py)
 
 def _ok(x):
     return x

@@ -198,7 +198,7 @@ def test_source_notebook_is_committed_without_outputs():
 
 def test_pretrained_lenet_loads_and_is_checked(tmp_path, data_dir):
     from blockprune_utils.data import load_mnist_like
-    from blockprune_utils.models import pretrained_lenet
+    from blockprune_utils.pretrained import pretrained_lenet
     from blockprune_utils.train import evaluate
 
     prov = lenet_provenance()

@@ -13,9 +13,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blockprune_utils.engine import run_tasks, topological
+from blockprune_utils.infra.tasks import Task, run_tasks, topological
 from blockprune_utils.studies import lenet as L
-from blockprune_utils.studies.base import Task
 
 REPO = Path(__file__).resolve().parent.parent
 AXES = {"ks": (1, 4), "seeds": (0,), "variants": ("block", "random_retrain", "random_scratch")}

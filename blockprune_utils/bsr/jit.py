@@ -9,8 +9,9 @@ Shared conventions: float32 values, int32 ``indices``/``indptr``, C-contiguous
 operands; ``x`` is (n_in,) or (n_in, batch) - the (features, batch) layout; the
 kernels **overwrite** ``y`` with ``W @ x (+ bias)``, then ReLU if asked.  For
 k <= SMALL_K, k is a compile-time constant: one kernel per (k, batched, parallel),
-compiled on first use and cached on disk (``cache=True``); larger k (up to MAX_K)
-run the kernels of :mod:`.train_kernels`, which take k at run time.
+compiled on first use and cached on disk (``cache=True``); for larger k (up to MAX_K)
+:func:`.kernels.bsr_kernel` picks the kernels of :mod:`.train_kernels`, which take k
+at run time.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 MAX_K = 64  # largest block size of the kernels
-SMALL_K = 8  # largest block size with a kernel compiled for it; larger ones share the kernels of .train_kernels
+SMALL_K = 8  # largest block size with a kernel compiled for it; larger ones run the kernels of .train_kernels
 FASTMATH = frozenset({"contract"})
 _U = np.uint64
 
@@ -141,16 +142,15 @@ def csr_kernel(batched: bool, parallel: bool):
 
 @functools.lru_cache(maxsize=None)
 def bsr_kernel(k: int, batched: bool, parallel: bool):
-    """The compiled BSR kernel for block size k, ``(data, indices, indptr, x, y,
-    bias, relu)``, unchecked; ``data`` is (nnzb, k, k).  k = 1 is the CSR kernel,
-    which takes ``data.reshape(-1)``; k > SMALL_K share one kernel that takes k
-    from ``data``'s shape (:func:`.train_kernels.wide_kernel`)."""
+    """The compiled BSR kernel for block size k <= SMALL_K, ``(data, indices, indptr,
+    x, y, bias, relu)``, unchecked; ``data`` is (nnzb, k, k).  k = 1 is the CSR
+    kernel, which takes ``data.reshape(-1)``.  Larger k: :func:`.kernels.bsr_kernel`."""
     K = check_k(k)
     if K == 1:
         return csr_kernel(batched, parallel)
-    if K > SMALL_K:  # k as a run-time value, blocks as small dense products (imported here: .train_kernels imports this)
-        from .train_kernels import wide_kernel
-        return wide_kernel(batched, parallel)
+    if K > SMALL_K:
+        raise ValueError(f"k={k} has no kernel compiled for it here (k <= {SMALL_K}); "
+                         f"blockprune_utils.bsr.kernels.bsr_kernel serves every k up to {MAX_K}")
     KU, KK = _U(K), K * K
     tag = ("bsr", K, batched, parallel)
 

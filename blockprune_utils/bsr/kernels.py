@@ -35,14 +35,25 @@ import numpy as np
 import torch
 
 from ..blocks import as_matrix, block_grid, check_block_size
+from . import jit
 from .convert import INDEX_DTYPE, bsr_arrays, to_scipy_csr
-from .jit import MAX_K, bsr_kernel, check_k, csr_kernel
+from .jit import MAX_K, SMALL_K, check_k, csr_kernel
+from .train_kernels import wide_kernel
 
 __all__ = ["FORMATS", "MAX_K", "KernelArrays", "bound_kernel", "bsr_kernel", "bsr_matmul", "csr_kernel", "csr_matmul",
            "kernel_arrays"]
 
 FORMATS = ("bsr", "csr")
 _EMPTY = np.zeros(0, np.float32)
+
+
+def bsr_kernel(k: int, batched: bool, parallel: bool):
+    """The compiled BSR kernel for block size k, ``(data, indices, indptr, x, y,
+    bias, relu)``, unchecked; ``data`` is (nnzb, k, k).  k = 1 is the CSR kernel,
+    which takes ``data.reshape(-1)``; k <= SMALL_K a kernel compiled for that k
+    (:func:`.jit.bsr_kernel`); larger k share one kernel that takes k from
+    ``data``'s shape, blocks as small dense products (:func:`.train_kernels.wide_kernel`)."""
+    return jit.bsr_kernel(k, batched, parallel) if check_k(k) <= SMALL_K else wide_kernel(batched, parallel)
 
 
 def _check_k(k) -> int:

@@ -3,7 +3,7 @@ within a fixed retraining budget, with the package's own pruning code.
 
 A design is a dict ``{"k": int, "rates": {"fc1": p, "fc2": p, "fc3": p}, "rounds":
 int, "epochs_per_round": int}``.  :func:`run_design` starts from
-:func:`~blockprune_utils.models.pretrained_lenet`, runs ``rounds`` rounds of
+:func:`~blockprune_utils.pretrained.pretrained_lenet`, runs ``rounds`` rounds of
 :class:`~blockprune_utils.schedule.BlockPruner` (each followed by
 ``epochs_per_round`` epochs of Adam with a cosine decay from ``lr``) and measures the
 stored BSR bytes of fc1+fc2+fc3 against dense and the MNIST test accuracy.
@@ -19,7 +19,7 @@ from ..bsr import storage_bytes
 from ..data import load_mnist_like, train_val_split
 from ..masks import density
 from ..models import LENET_LAYERS as LAYERS
-from ..models import pretrained_lenet
+from ..pretrained import pretrained_lenet
 from ..schedule import BlockPruner, alive_blocks
 from ..train import TrainConfig, evaluate, train
 

@@ -59,6 +59,13 @@ def load_lenet(weights: Path = LENET_WEIGHTS, provenance: Path = LENET_PROVENANC
     return model.eval()
 
 
+def pretrained_lenet() -> LeNet300100:
+    """The LeNet-300-100 trained on MNIST that ships with the package (the study's
+    paper-profile baseline, seed 0), checked against its provenance, in eval mode on
+    the CPU."""
+    return load_lenet()
+
+
 def export_lenet(out_dir: Path = HERE, profile: str = "paper", seed: int = 0, data_root=None, threads: int = 1) -> dict:
     """Train the study's dense MNIST baseline of ``profile`` and ``seed`` (in a
     throw-away results store) and write its weights and provenance into ``out_dir``;

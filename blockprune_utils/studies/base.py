@@ -7,10 +7,11 @@ A study is
 * a frozen **run configuration** (a dataclass) whose hash names its
   :class:`~blockprune_utils.infra.store.ResultStore` folder, and a declared
   :class:`~blockprune_utils.infra.store.Schema` of its rows;
-* **tasks**: independent units of work (:class:`Task`), each a module-level function
-  of plain arguments that writes its rows to the store and skips what is there; a
-  task names the tasks it needs first (a seed's baseline before its pruning runs).
-  :mod:`blockprune_utils.sweep` runs the tasks in-process or on a Dask cluster.
+* **task functions**: module-level functions of plain arguments, each writing its
+  rows to the store and skipping what is there, declared as
+  :class:`~blockprune_utils.infra.tasks.Task` (which names the tasks it needs first,
+  e.g. a seed's baseline before its pruning runs) and run by
+  :func:`~blockprune_utils.infra.tasks.run_tasks` in-process or on a Dask cluster.
 
 :func:`resumable_rounds` is the prune -> retrain loop of a study, on top of
 :func:`~blockprune_utils.schedule.prune_retrain`: one row per round, and after every
@@ -76,20 +77,6 @@ def get_profile(table: Mapping[str, Any], profile, kind: str = "profile"):
     if profile not in table:
         raise ValueError(f"unknown {kind} {profile!r}; choose one of {sorted(table)}")
     return table[profile]
-
-
-@dataclass(frozen=True)
-class Task:
-    """One unit of a sweep.  ``fn(*args)`` computes what the store lacks and returns
-    the number of rows it holds when done; ``deps`` are names of tasks that must have
-    finished first; ``cost`` is a rough relative cost (epochs), used to start long
-    tasks first and for the progress bar's estimate."""
-
-    name: str
-    fn: Callable[..., int]
-    args: tuple = ()
-    deps: tuple = ()
-    cost: float = 1.0
 
 
 def checkpoint(model: nn.Module, round: int, row: Mapping | None = None, pruner: BlockPruner | None = None,

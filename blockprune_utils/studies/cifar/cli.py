@@ -13,8 +13,8 @@ from pathlib import Path
 
 from ...infra.paths import results_dir
 from .config import EXPERIMENTS, PROFILES, STUDY, cifar_profile
-from .device import resolve_device
 from .export import publish
+from .network import resolve_device
 from .study import run_study
 
 PROG = "python -m blockprune_utils.sweep --study cifar"

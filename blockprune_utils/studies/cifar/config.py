@@ -45,7 +45,7 @@ test accuracy of the retraining (the authors' selection)."""
 
 
 @dataclass(frozen=True)
-class DataConfig:
+class CifarDataConfig:
     """Which images.  ``None`` per class = all (5,000 train / 1,000 test).
     ``image_size`` < 32 mean-pools the augmented images (the quick CPU profile);
     ``synthetic`` (tests only) uses class-dependent colour blobs instead of CIFAR-10."""
@@ -147,7 +147,7 @@ class TrunkSchedule:
     one-cycle learning rate (cosine warm-up from ``lr / start_div`` to ``lr`` over
     ``warmup_frac`` of the steps, then cosine decay to ``lr / end_div``), label
     smoothing, and progressive resizing: epoch e trains on images resized to
-    ``sizes[e]`` (the last size should be the test size, ``DataConfig.image_size``)."""
+    ``sizes[e]`` (the last size should be the test size, ``CifarDataConfig.image_size``)."""
 
     sizes: tuple = (16, 16, 16, 16, 24, 32)
     lr: float = 0.2
@@ -183,7 +183,7 @@ class CifarProfile:
     then the seeds of the head's retraining.  ``experiments`` are what ``all`` runs."""
 
     name: str
-    data: DataConfig
+    data: CifarDataConfig
     model: ModelConfig
     baseline: Phase | TrunkSchedule
     a: HeadPruning
@@ -206,7 +206,7 @@ PROFILES: dict[str, CifarProfile] = {
     # pipeline, its accuracies mean nothing.
     "quick": CifarProfile(
         name="quick",
-        data=DataConfig(train_per_class=20, test_per_class=10, image_size=8),
+        data=CifarDataConfig(train_per_class=20, test_per_class=10, image_size=8),
         model=ModelConfig(),
         baseline=Phase(epochs=1, lr=1e-3, batch_size=100),
         a=HeadPruning(rounds=2, retrain=Phase(epochs=1, lr=1e-4, batch_size=100)),
@@ -221,7 +221,7 @@ PROFILES: dict[str, CifarProfile] = {
     # with 2 retraining epochs each.
     "paper": CifarProfile(
         name="paper",
-        data=DataConfig(),
+        data=CifarDataConfig(),
         model=ModelConfig(channels_last=True),
         baseline=Phase(epochs=30, lr=1e-3, schedule="cosine", warmup_frac=0.15),
         a=HeadPruning(),
@@ -241,7 +241,7 @@ PROFILES: dict[str, CifarProfile] = {
     # state, on features of a trunk trained 6 epochs (small train/test gap).
     "cpu": CifarProfile(
         name="cpu",
-        data=DataConfig(),
+        data=CifarDataConfig(),
         model=ModelConfig(channels_last=True),
         baseline=TrunkSchedule(),
         a=HeadPruning(compare_ks=(1, 4, 8), retrain=Phase(epochs=3, lr=1e-4, batch_size=1024)),

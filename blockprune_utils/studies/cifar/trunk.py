@@ -1,5 +1,5 @@
-"""The baseline of the ``cpu`` profile: ResNet18Cifar trained from scratch on a small
-budget (:class:`~.config.TrunkSchedule`), one epoch at a time.
+"""The trunk of a profile with a :class:`~.config.TrunkSchedule` (``cpu``): ResNet18Cifar
+trained from scratch on a small budget, one epoch at a time, and its cached features.
 
 After every epoch the model, the optimizer's state and the per-epoch history are saved
 as the checkpoint ``{"experiment": "trunk", "seed": s}`` of the baseline store, so a
@@ -8,13 +8,25 @@ order and augmentation are drawn from seeds derived from (seed, epoch), so a res
 run ends with the same network as one that was never stopped (same device, same
 number of threads).
 
-When the schedule is done, the trunk's features are extracted and cached
-(:func:`~.features.trunk_features`); the head on the test features gives the unpruned
-network's test accuracy, so no epoch spends time on a test evaluation.
+When the schedule is done, the trunk (everything before the head) is frozen as a
+whole: in eval mode, BN running statistics included, it maps every training and test
+image (full size, no augmentation) to its 512-d feature once (:func:`trunk_features`).
+The features are saved as the checkpoint ``{"experiment": "features", "seed": s}`` of
+the baseline store, whose folder is named by the hash of the trunk's configuration,
+together with a fingerprint of the trunk's weights; a later run with the same trunk
+reads them back.  The head on the test features gives the unpruned network's test
+accuracy, so no epoch spends time on a test evaluation.
+
+Experiment A then prunes and retrains the head alone on these features
+(:func:`~.runs.run_experiment` with ``feats``): a head epoch takes about a second on a
+CPU, so A runs every k of the profile with several seeds.  The seeds are those of the
+head's retraining (minibatch order); every seed starts from the same trained network,
+so round 0 is the same.
 """
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from typing import Optional
@@ -28,9 +40,8 @@ from ...models import ResNet18Cifar
 from ..base import checkpoint, load_restored
 from .config import TrunkSchedule
 from .data import CifarTransform
-from .device import autocast
-from .features import FeatureHead, trunk_features
-from .runs import Baseline, Run, stored_baseline
+from .network import FeatureHead, autocast
+from .runs import Baseline, Features, ProfileRun, stored_baseline
 
 
 def trunk_key(seed: int) -> dict:
@@ -38,7 +49,8 @@ def trunk_key(seed: int) -> dict:
     return {"experiment": "trunk", "seed": int(seed)}
 
 
-def make_optimizer(model: nn.Module, sched: TrunkSchedule) -> torch.optim.SGD:
+def trunk_optimizer(model: nn.Module, sched: TrunkSchedule) -> torch.optim.SGD:
+    """The trunk's optimizer: SGD with Nesterov momentum (the learning rate is set per step)."""
     return torch.optim.SGD(model.parameters(), lr=sched.lr, momentum=sched.momentum, nesterov=True,
                            weight_decay=sched.weight_decay)
 
@@ -75,13 +87,13 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: Split, sched
     return {"epoch": epoch, "image_size": sched.sizes[epoch], "train_loss": loss_sum / n, "train_acc": correct / n}
 
 
-def train_trunk(run: Run, model: ResNet18Cifar, seed: int) -> Optional[list[dict]]:
+def train_trunk(run: ProfileRun, model: ResNet18Cifar, seed: int) -> Optional[list[dict]]:
     """Bring ``model`` (freshly built for ``seed``) to the end of the profile's trunk
     schedule, resuming from the last finished epoch; returns the per-epoch history, or
     None when the time budget stopped it before the end."""
     sched: TrunkSchedule = run.p.baseline
     store, key = run.store("baseline"), trunk_key(seed)
-    opt = make_optimizer(model, sched)
+    opt = trunk_optimizer(model, sched)
     # the optimizer state and history are tried on a copy inside the guarded read, too
     ck = load_restored(store, key, model, check=lambda c, _: (copy.deepcopy(opt).load_state_dict(c["optimizer"]),
                                                               list(c["history"])))
@@ -106,7 +118,7 @@ def train_trunk(run: Run, model: ResNet18Cifar, seed: int) -> Optional[list[dict
     return history
 
 
-def trunk_baseline(run: Run, seed: int) -> Optional[Baseline]:
+def trunk_baseline(run: ProfileRun, seed: int) -> Optional[Baseline]:
     """The baseline of ``seed`` in a profile with a :class:`TrunkSchedule`: from its
     checkpoint, or trained now (resumably), its features cached and its row stored.
     None when the time budget stopped the training (run again to resume)."""
@@ -124,3 +136,47 @@ def trunk_baseline(run: Run, seed: int) -> Optional[Baseline]:
         return checkpoint(model, 0, values)
 
     return stored_baseline(run, seed, train)
+
+
+def fingerprint(module: nn.Module) -> str:
+    """A short hash of a module's parameters and buffers."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@torch.inference_mode()
+def extract(model: ResNet18Cifar, split: Split, run: ProfileRun) -> torch.Tensor:
+    """The 512-d features of every image of ``split`` (eval mode, test transform),
+    as float32 on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for i in range(0, len(split), run.p.eval_batch):
+        x = run.transform(split.x[i : i + run.p.eval_batch], train=False)
+        with autocast(run.device, run.p.model.amp):
+            out.append(model.backbone(x).float().cpu())
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, 512)
+
+
+def trunk_features(run: ProfileRun, model: ResNet18Cifar, seed: int) -> Features:
+    """The cached features of the trunk of ``model`` (baseline seed ``seed``), extracted
+    now when the cache has none for these weights."""
+    store, key = run.store("baseline"), {"experiment": "features", "seed": int(seed)}
+    fp = fingerprint(model.backbone)
+    ck = store.load_checkpoint(key)
+    if ck is not None and ck.get("fingerprint") == fp:
+        run.log(f"features seed {seed}: cached ({len(ck['y_train'])} train / {len(ck['y_test'])} test)")
+    else:
+        t0 = time.perf_counter()
+        ck = {"fingerprint": fp, "train": extract(model, run.train_split, run), "test": extract(model, run.test_split, run),
+              "y_train": run.train_split.y.cpu(), "y_test": run.test_split.y.cpu()}
+        store.save_checkpoint(key, ck)
+        n = len(run.train_split) + len(run.test_split)
+        wall = time.perf_counter() - t0
+        run.log(f"features seed {seed}: extracted {n} in {wall:.0f} s ({n / max(wall, 1e-9):.0f} images/s)")
+    dev = run.device
+    return Features(Split(ck["train"], ck["y_train"]).to(dev), Split(ck["test"], ck["y_test"]).to(dev), fp)

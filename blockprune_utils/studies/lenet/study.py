@@ -15,12 +15,12 @@ from typing import Sequence
 import pandas as pd
 import torch
 
-from ...engine import run_tasks
 from ...infra.provenance import git_commit
 from ...infra.store import open_store
+from ...infra.tasks import Task, run_tasks
 from ...models import LeNet300100
 from ...train import TrainConfig
-from ..base import Task, check_axis, restore
+from ..base import check_axis, restore
 from .config import LAYERS, SCHEMA, STUDY, VARIANTS, Profile, RunConfig, authors_configs, lenet_profile, run_config
 from .runs import key, new_model, store_for, task
 from .summary import select_rows
@@ -160,7 +160,7 @@ def run_study(profile: str | Profile = "quick", dataset: str = "mnist", ks=None,
     """Run (or read from the store) the LeNet study for one data set; returns the
     tidy DataFrame of the requested rows (baseline rows included).  ``workers=1``
     runs in this process; more workers, or a Dask ``scheduler`` address, run the
-    tasks in parallel (see :mod:`blockprune_utils.engine`)."""
+    tasks in parallel (see :mod:`blockprune_utils.infra.tasks`)."""
     prof = lenet_profile(profile)
     cfg = config if config is not None else run_config(prof, dataset, authors)
     ks, seeds, variants = _axes(prof, ks, seeds, variants)

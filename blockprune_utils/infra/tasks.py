@@ -1,7 +1,7 @@
-"""Running a sweep's tasks: in this process, on a local Dask cluster (one
+"""A study's tasks, and running them: in this process, on a local Dask cluster (one
 single-threaded worker process per core), or on any running Dask cluster.
 
-A sweep is a list of :class:`~blockprune_utils.studies.base.Task`: independent units
+A sweep is a list of :class:`Task`: independent units
 whose results are rows of the results store, with their real dependencies (a seed's
 baseline before its pruning runs).  Dask's ``distributed`` scheduler does the rest:
 it starts long tasks first (``priority``), re-runs a task whose worker died (the task
@@ -17,10 +17,23 @@ from __future__ import annotations
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
-from .studies.base import Task
+
+@dataclass(frozen=True)
+class Task:
+    """One unit of a sweep.  ``fn(*args)`` computes what the store lacks and returns
+    the number of rows it holds when done; ``deps`` are names of tasks that must have
+    finished first; ``cost`` is a rough relative cost (epochs), used to start long
+    tasks first and for the progress bar's estimate."""
+
+    name: str
+    fn: Callable[..., int]
+    args: tuple = ()
+    deps: tuple = ()
+    cost: float = 1.0
 
 
 def default_workers() -> int:
