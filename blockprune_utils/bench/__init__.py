@@ -5,9 +5,9 @@ and kept in a :class:`~blockprune_utils.infra.store.ResultStore`:
 
 * :func:`matrix_rows` (:mod:`.products`) - one product ``Y = W X`` of a pruned
   weight in every format (numpy dense, torch dense, scipy CSR, scipy BSR, torch
-  sparse CSR, torch sparse BSR, numba CSR and BSR), for the pruned LeNet-300-100 layers (every k and
-  round) and for larger synthetic block-sparse matrices, at several batch sizes and
-  thread counts.  Every result is checked against a float64 dense product before it
+  sparse CSR, torch sparse BSR, numba CSR and BSR), for the pruned LeNet-300-100
+  layers (every k and round) and for larger synthetic block-sparse matrices, at
+  several batch sizes and thread counts.  Every result is checked against a float64 dense product before it
   is timed; the speed-up over dense is the ratio of medians measured in the same
   run, interleaved (round-robin) so that drifts of a shared machine hit all formats.
 * :func:`model_rows` (:mod:`.models`) - the whole pruned LeNet forward: the masked
@@ -19,12 +19,13 @@ and kept in a :class:`~blockprune_utils.infra.store.ResultStore`:
   CSR / BSR / dense kernels of scipy, OpenBLAS and numba (valgrind's cachegrind).
 * :func:`storage_rows` (:mod:`.storage`) - bytes of dense, CSR and BSR storage.
 
+The formats and whole-model variants are declared once, in :mod:`.formats`: a new
+kernel backend is an entry there plus its builder.  :mod:`.config` holds the
+profiles, what a row records of the machine, and the result stores.
 :mod:`.training` times block-sparse training and a transformer-sized MLP (the
 ``training`` part: the last two lines of the command line, "kernel bar" and
 "training bar") and measures the crossover density below which layers train sparse.
-The formats and model variants are declared once, in :mod:`.formats`; a new kernel
-backend is one entry there plus its builder.  :mod:`.config` holds the profiles and
-the result stores.  :func:`gpu_rows` (:mod:`.gpu`) adds torch dense against sparse BSR on CUDA.  The
+:func:`gpu_rows` (:mod:`.gpu`) adds torch dense against sparse BSR on CUDA.  The
 weights (:mod:`.weights`) are the LeNet study's trained, pruned models when its
 store has them, else a seeded untrained LeNet pruned by the same schedule.
 :mod:`.findings` words what the rows say (the conclusion of notebook 02).
@@ -37,7 +38,8 @@ format, batch, threads); the hash covers the timing settings *and the machine*
 (CPU model, core count, library versions), so timings from another machine are
 never reused.  ``--rerun`` measures again.
 
-This package exports what notebook 02 uses; everything else is imported from its module.
+This package exports what notebook 02 uses; everything else is imported from its
+module.
 """
 from ..bsr.timing import all_threads, blas_control
 from . import findings

@@ -37,9 +37,12 @@ A case whose simulation fails (valgrind rejecting an instruction, a timeout) bec
 a row with ``ok`` false and the reason in ``error`` instead of an exception; such
 rows are not stored, so the next run tries the case again.
 
-The parent side (:mod:`.cases`: :func:`cachesim_rows`) writes the operands of a pruned layer,
-built with :func:`~blockprune_utils.bsr.to_scipy_bsr` / ``to_scipy_csr``, to an
-``.npz`` file, runs the driver under cachegrind and parses its output file.
+The parent side (:mod:`.cases`: :func:`cachesim_rows`) writes the operands of a
+pruned layer, built with :func:`~blockprune_utils.bsr.to_scipy_bsr` /
+``to_scipy_csr``, to an ``.npz`` file, runs the driver under cachegrind
+(:mod:`.valgrind`) and parses its output file (:mod:`.cachegrind`).  Which formats
+are simulated, and which functions' counts make up one product of each, is declared
+with the formats (:data:`blockprune_utils.bench.formats.SIMULATED`).
 """
 from .cachegrind import CACHE, cache_description
 from .cases import CACHE_SCHEMA, CacheCase, cache_cases, cache_rows, cachesim_rows, run_cachegrind, write_operands
