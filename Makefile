@@ -39,7 +39,7 @@ PAPERMILL := $(PY) -m papermill --log-output --no-progress-bar --cwd notebooks
 
 BOOK_OUT := build/book
 
-.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-cifar sweep-lenet bench lint clean clean-results lab lab-student lab-grade
+.PHONY: book help venv paths test test-fast figures figures-lenet render-lenet figures-lenet-mnist figures-lenet-fashion_mnist figures-bsr figures-budget figures-cifar sweep-lenet bench lint clean clean-results lab lab-student lab-grade
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -67,6 +67,7 @@ test-fast: $(STAMP) ## unit/property tests only, no notebooks
 figures: $(STAMP) ## compute what the results store lacks, then render every figure into figures/ (PROFILE=paper)
 	$(MAKE) --no-print-directory sweep-lenet
 	$(MAKE) --no-print-directory figures-bsr
+	$(MAKE) --no-print-directory figures-budget
 	$(MAKE) --no-print-directory render-lenet figures-cifar
 
 figures-lenet: $(STAMP) ## LeNet-300-100 on MNIST and Fashion-MNIST: the sweep on every core, then the notebooks
@@ -83,6 +84,10 @@ figures-lenet-mnist figures-lenet-fashion_mnist: figures-lenet-%: $(STAMP)
 figures-bsr: $(STAMP) ## BSR vs CSR vs dense speed, cache and storage (run it on an otherwise idle machine)
 	@mkdir -p $(NB_OUT)
 	$(PAPERMILL) notebooks/02_bsr_speed.ipynb $(NB_OUT)/02_bsr_speed.ipynb -p profile $(PROFILE)
+
+figures-budget: $(STAMP) ## accuracy for the time: epochs-per-round scan, budget, neuron/narrow nets, latency Pareto (it times: idle machine)
+	@mkdir -p $(NB_OUT)
+	$(PAPERMILL) notebooks/05_accuracy_for_the_time.ipynb $(NB_OUT)/05_accuracy_for_the_time.ipynb -p profile $(PROFILE)
 
 # PROFILE=cpu first computes experiment A on this machine (about 90 minutes on 2 cores; a stopped run resumes at its
 # last finished epoch or round) and writes figures/cifar_cpu_experiment_a.csv; every profile then renders notebook 03.

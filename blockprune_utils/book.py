@@ -40,6 +40,7 @@ PAGES = (
     ("02_bsr_speed.ipynb", "02_bsr_speed.ipynb", {"profile": "quick"}),
     ("03_cifar10_resnet18.ipynb", "03_cifar10_resnet18.ipynb", {"profile": "quick"}),
     ("04_your_own_model.ipynb", "04_your_own_model.ipynb", {"profile": "paper"}),
+    ("05_accuracy_for_the_time.ipynb", "05_accuracy_for_the_time.ipynb", {"profile": "quick"}),
 )
 
 # The lab template without the scripts it would load from the network (require.js,

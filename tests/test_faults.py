@@ -410,6 +410,7 @@ def test_unknown_profile_names_the_allowed_ones():
 @pytest.mark.notebook
 @pytest.mark.parametrize("notebook, message", [
     ("01_lenet_mnist.ipynb", "unknown LeNet profile 'nope'; choose one of ['paper', 'quick']"),
+    ("05_accuracy_for_the_time.ipynb", "unknown LeNet profile 'nope'; choose one of ['paper', 'quick']"),
     ("03_cifar10_resnet18.ipynb", "unknown CIFAR profile 'nope'; choose one of ['cpu', 'paper', 'quick']")])
 def test_notebook_with_an_unknown_profile_says_which_exist(run_notebook, notebook, message):
     import papermill as pm

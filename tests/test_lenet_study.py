@@ -49,7 +49,7 @@ def test_rows_complete_and_accuracy_valid(study):
             assert sorted(df[(df.variant == v) & (df.k == k)]["round"]) == list(range(1, ROUNDS + 1))
     assert len(df[df.variant == "random_scratch"]) == len(KS) * 2
     assert len(df[df.variant == "sensitivity"]) == len(KS) * 3 * 2
-    scan = df.variant.isin(["baseline_scan", "retrain_scan"])
+    scan = df.variant.isin(["baseline_scan", "retrain_scan", "epochs_scan"])
     acc = df.loc[~scan, "test_acc"]
     assert acc.notna().all() and ((acc >= 0) & (acc <= 1)).all()
     # the schedule scans choose on the validation split: they never record a test accuracy

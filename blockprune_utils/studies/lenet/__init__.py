@@ -6,7 +6,10 @@ against element-wise pruning (k = 1) and random block masks.
 * :mod:`.study`   - the task graph, :func:`run_study`, reading stored results;
 * :mod:`.summary` - tables of the rows;
 * :mod:`.report`  - the words and tables of notebook 01 (captions, readings);
-* :mod:`.publish` - writes ``lenet_summary`` into ``figures/``.
+* :mod:`.publish` - writes ``lenet_summary`` into ``figures/``;
+* :mod:`.budget`  - the epochs-per-round scan and its rule, the budget table, the literature;
+* :mod:`.neurons` - neuron pruning and the narrow dense nets;
+* :mod:`.pareto`  - accuracy against measured latency (the Pareto frontier and its reading).
 """
 from .config import (
     AUTHORS_SETTINGS,

@@ -20,7 +20,7 @@ from ..base import ProfileTable, get_profile
 STUDY = "lenet"
 DATASETS = ("mnist", "fashion_mnist")
 VARIANTS = ("block", "dense_control", "sensitivity", "random_retrain", "random_scratch", "baseline_scan", "retrain_scan",
-            "authors")
+            "authors", "epochs_scan", "budget", "neuron", "narrow_dense")
 # 2: fixed row schema (every row has every column) and the one checkpoint format;
 # 3: Adam's fused kernel (same method, different rounding);
 # 4: retraining trains layers below the crossover density on their live blocks only (same method, different rounding).
@@ -47,7 +47,15 @@ SCHEMA = Schema(
 * ``sensitivity``: ``round`` indexes the density grid, ``layer`` is the one layer pruned;
 * ``baseline_scan`` (``round`` = epoch) and ``retrain_scan`` (rounds 1..R): the
   schedule candidates named by ``setting``, judged on the validation split only
-  (their ``test_acc`` is not recorded).
+  (their ``test_acc`` is not recorded);
+* ``epochs_scan`` (rounds 1..R): block pruning with E epochs per round (``epochs``
+  = E, ``setting`` names the schedule), judged on the validation split only;
+* ``budget`` (rounds 1..R): block pruning with E epochs per round, test accuracy
+  recorded (the budget figure; the profile's own E is the ``block`` run);
+* ``neuron`` (k = 0, rounds 1..R): whole hidden units removed by the norm of their
+  incoming weights, retrained as ``block`` (:mod:`.neurons`);
+* ``narrow_dense`` (k = 0, its rounds): a dense LeNet with fewer hidden units,
+  as many weights as the schedule keeps at that round, trained from scratch.
 
 ``layer`` is ``all`` and ``setting`` is ``default`` where they do not apply.
 ``test_acc_pruned`` is the accuracy right after a pruning step, before retraining."""
@@ -148,10 +156,54 @@ class Profile:
     authors_ks: tuple = (2, 4, 6)  # the authors' set-up: seed 0 at these k with our epoch budget ...
     authors_retrain_epochs: tuple = (1, 3)  # ... (the first entry) and these retraining epochs per round ...
     authors_long_ks: tuple = (4,)  # ... at these k for the longer budgets
+    epochs_candidates: tuple = (1, 2, 4, 8)  # epochs per round scanned (epochs_scan, seed 0, on validation) ...
+    epochs_scan_ks: tuple = (1, 4)  # ... at these k, with the retraining's learning rate ...
+    epochs_scan_lrs: tuple = ()  # ... and these learning rates too (re-chosen with the epochs)
+    budget_epochs: tuple = (1, 2, 4, 8)  # the budget variant: block pruning with these epochs per round ...
+    budget_ks: tuple = (1, 2, 4, 6)  # ... at these k, seed 0
+    narrow_rounds: tuple = (11, 16)  # the narrow dense nets match the weight count of these rounds
+    dataset_epochs: tuple = ()  # (dataset, E): epochs per round of a data set whose scan picks another E
+
+    @property
+    def epochs_per_round(self) -> int:
+        """Retraining epochs per pruning round: the one field (``training.retrain``)
+        every retrained variant and the dense control use (see :meth:`epochs_for`)."""
+        return self.training.retrain.epochs
+
+    def epochs_for(self, dataset: str) -> int:
+        """The epochs per round of ``dataset``: its entry of ``dataset_epochs``, else
+        :attr:`epochs_per_round`."""
+        return int(dict(self.dataset_epochs).get(dataset, self.epochs_per_round))
 
     def authors_ks_for(self, retrain_epochs: int) -> tuple:
         """The k run in the authors' set-up with ``retrain_epochs`` epochs per round."""
         return self.authors_ks if retrain_epochs == self.authors_retrain_epochs[0] else self.authors_long_ks
+
+
+@dataclass(frozen=True)
+class EpochsRule:
+    """How the epochs per round are chosen from ``epochs_scan`` (validation only): per
+    candidate schedule (E, and the learning rate where several are scanned), the mean
+    validation accuracy over the late rounds (those after the first ``late_after``
+    fraction of the rounds: rounds 9..16 of 16) and over the scanned k; the rule picks
+    the fewest epochs whose best schedule is within ``tol`` (0.1 pp) of the best, and
+    that schedule's learning rate."""
+
+    tol: float = 0.001
+    late_after: float = 0.5
+
+    def late_rounds(self, rounds: int) -> range:
+        return range(int(rounds * self.late_after) + 1, rounds + 1)
+
+
+EPOCHS_RULE = EpochsRule()
+
+# The paper profile's epochs per round: one field (``training.retrain``) for block
+# pruning, its random controls, neuron pruning and the dense control.  It stays 1
+# until the epochs_scan rows are computed; ``budget.epochs_verdict`` then says
+# whether the rule agrees (a data set whose scan picks another E gets an entry in the
+# profile's ``dataset_epochs``).
+PAPER_EPOCHS_PER_ROUND = 1
 
 
 def _cosine(epochs: int, lr: float = 1e-3) -> TrainConfig:
@@ -190,11 +242,16 @@ PROFILES: dict[str, Profile] = ProfileTable({
         retrain_candidates=candidates(TrainConfig(epochs=1, lr=1e-3, batch_size=128), _cosine(1)),
         authors_ks=(4,),
         authors_retrain_epochs=(1,),
+        epochs_candidates=(1, 2),
+        budget_epochs=(1, 2),
+        budget_ks=(1, 4),
+        narrow_rounds=(3,),
     ),
     "paper": Profile(
         name="paper",
         data=DataConfig(val_size=5000),
-        training=TrainingConfig(baseline=_cosine(20, 2e-3), retrain=_cosine(1, 3e-3), scratch=_cosine(10, 2e-3)),
+        training=TrainingConfig(baseline=_cosine(20, 2e-3), retrain=_cosine(PAPER_EPOCHS_PER_ROUND, 3e-3),
+                                scratch=_cosine(10, 2e-3)),
         pruning=PruningConfig(),
         baseline_candidates=candidates(_cosine(30), _cosine(20, 2e-3), _cosine(30, 2e-3), _cosine(40, 2e-3)),
         retrain_candidates=candidates(TrainConfig(epochs=1, lr=1e-3, batch_size=128), _cosine(1), _cosine(1, 3e-3)),
@@ -236,9 +293,12 @@ def lenet_profile(profile: str | Profile) -> Profile:
 def run_config(profile: str | Profile = "paper", dataset: str = "mnist", authors: bool = False,
                retrain_epochs: int | None = None) -> RunConfig:
     """The :class:`RunConfig` of a profile for one data set (with the authors'
-    choices when ``authors``; ``retrain_epochs`` replaces the epochs per round)."""
+    choices when ``authors``; ``retrain_epochs`` replaces the epochs per round,
+    which are otherwise :meth:`Profile.epochs_for` the data set)."""
     prof = lenet_profile(profile)
     training = prof.training
+    if retrain_epochs is None and dataset in dict(prof.dataset_epochs):
+        retrain_epochs = prof.epochs_for(dataset)
     if retrain_epochs is not None:
         training = dataclasses.replace(training, retrain=dataclasses.replace(training.retrain, epochs=retrain_epochs))
     cfg = RunConfig(data=dataclasses.replace(prof.data, dataset=dataset), training=training, pruning=prof.pruning)

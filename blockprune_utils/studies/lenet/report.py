@@ -22,7 +22,9 @@ def summary_caption(prof) -> str:
             f"and, at the pruning rounds nearest {' and '.join(f'{100 * d:.1f}%' for d in KEY_DENSITIES)} total "
             f"density, of the dense control (the baseline retrained for the same epochs, no pruning), block pruning, "
             f"the random block masks (retrained / from scratch) and the authors' set-up "
-            f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0).  The CSV has every round.")
+            f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0); neuron pruning (whole hidden units "
+            f"removed, k = 0) and the narrow dense nets (as many weights as those rounds keep, trained from scratch).  "
+            f"The CSV has every round.")
 
 
 def accuracy_vs_k_caption(dataset: str, table: pd.DataFrame, seeds) -> str:

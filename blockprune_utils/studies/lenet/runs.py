@@ -25,7 +25,6 @@ import copy
 import dataclasses
 import functools
 import time
-from pathlib import Path
 
 import torch
 
@@ -142,11 +141,11 @@ def prune_run(run: Run, seed: int, k: int, variant: str, phase: TrainConfig | No
               setting: str = "default") -> None:
     """R rounds of prune + retrain for one (k, seed, variant), resumable.
 
-    ``block`` and ``retrain_scan`` prune by block score, ``random_retrain`` by fixed
+    ``block``, ``retrain_scan``, ``epochs_scan`` and ``budget`` prune by block score, ``random_retrain`` by fixed
     random scores, ``dense_control`` prunes nothing (k = 0: same retraining, no
     pruning).  ``phase`` replaces the configured retraining (the scan's candidates);
     seed 0 of ``block`` keeps a snapshot of every round (for the weight figures and
-    the benchmark); ``retrain_scan`` rows record no test accuracy."""
+    the benchmark); ``retrain_scan`` and ``epochs_scan`` rows record no test accuracy."""
     cfg = run.cfg
     rr = RoundsRun(run.store, {"dataset": cfg.data.dataset, "k": int(k), "seed": int(seed), "variant": variant,
                                "setting": setting},
@@ -164,7 +163,7 @@ def prune_run(run: Run, seed: int, k: int, variant: str, phase: TrainConfig | No
         pruner = BlockPruner(k, cfg.pruning.rate_map, score=cfg.pruning.score)
     gen = torch.Generator().manual_seed(derive_seed("retrain-data", seed, k, variant))
     phase = phase or cfg.training.retrain
-    scan = variant == "retrain_scan"
+    scan = variant in ("retrain_scan", "epochs_scan")
 
     def retrain(m, r):
         t0 = time.perf_counter()
@@ -245,25 +244,3 @@ def sensitivity_run(run: Run, seed: int, k: int) -> None:
             install_block_mask(getattr(model, name), alive, k)
             run.store.put(keys[name, i], run.values(model, k, epochs=0, t0=t0, target_density=float(d),
                                                     evaluate_val=False), run.prov)
-
-
-def task(kind: str, cfg: RunConfig, profile: str, seed: int, k: int = 0, round: int = 0, setting: str = "default",
-         phase: TrainConfig | None = None, *, results_root=None, data_root=None, commit=None, threads: int = 1) -> int:
-    """One task of the sweep (see :func:`blockprune_utils.studies.lenet.tasks`);
-    returns the number of rows the store holds afterwards."""
-    torch.set_num_threads(threads)
-    run = Run(cfg, profile, results_root, data_root, commit)
-    if kind == "baseline":
-        baseline(run, seed)
-    elif kind == "baseline_scan":
-        baseline_scan(run, setting, phase)
-    elif kind in ("block", "random_retrain", "dense_control", "retrain_scan"):
-        prune_run(run, seed, k, kind, phase, setting)
-    elif kind == "random_scratch":
-        scratch_run(run, seed, k, round)
-    elif kind == "sensitivity":
-        sensitivity_run(run, seed, k)
-    else:
-        raise ValueError(f"unknown LeNet task kind {kind!r}")
-    folder = Path(run.store.dir) / "rows"
-    return sum(1 for _ in folder.glob("*.json"))

@@ -9,7 +9,9 @@ and returns the tidy rows; :func:`cached_frame`, :func:`pruned_lenet` and
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -21,8 +23,21 @@ from ...infra.tasks import Task, run_tasks
 from ...models import LeNet300100
 from ...train import TrainConfig
 from ..base import check_axis, restore
-from .config import LAYERS, SCHEMA, STUDY, VARIANTS, Profile, RunConfig, authors_configs, lenet_profile, run_config
-from .runs import key, new_model, store_for, task
+from . import neurons
+from . import runs as R
+from .config import (
+    LAYERS,
+    SCHEMA,
+    STUDY,
+    VARIANTS,
+    Profile,
+    RunConfig,
+    authors_configs,
+    lenet_profile,
+    run_config,
+    setting_name,
+)
+from .runs import key, new_model, store_for
 from .summary import select_rows
 
 # The largest block size: a larger block would cover the whole of fc3 (10 x 100), so
@@ -74,9 +89,12 @@ def units(cfg: RunConfig, prof: Profile, ks, seeds, variants) -> list[Unit]:
             if v in ("block", "random_retrain"):
                 out += [Unit(v, seed, k, keys=tuple(key(cfg, v, k, r, seed) for r in rounds),
                              cost=p.rounds * t.retrain.epochs) for k in ks]
-            elif v == "dense_control":
+            elif v in ("dense_control", "neuron"):
                 out.append(Unit(v, seed, 0, keys=tuple(key(cfg, v, 0, r, seed) for r in rounds),
                                 cost=p.rounds * t.retrain.epochs))
+            elif v == "narrow_dense":
+                out += [Unit(v, seed, 0, r, keys=(key(cfg, v, 0, r, seed),), cost=t.baseline.epochs)
+                        for r in prof.narrow_rounds if 1 <= r <= p.rounds]
             elif v == "random_scratch":
                 out += [Unit(v, seed, k, r, keys=(key(cfg, v, k, r, seed),), cost=t.scratch.epochs)
                         for k in ks for r in p.scratch_rounds]
@@ -92,6 +110,16 @@ def units(cfg: RunConfig, prof: Profile, ks, seeds, variants) -> list[Unit]:
         out += [Unit("retrain_scan", 0, prof.scan_k, setting=name, phase=ph, cost=p.rounds * ph.epochs,
                      keys=tuple(key(cfg, "retrain_scan", prof.scan_k, r, 0, setting=name) for r in rounds))
                 for name, ph in prof.retrain_candidates]
+    for v, ks_e, epochs, lrs in (("epochs_scan", prof.epochs_scan_ks, prof.epochs_candidates, prof.epochs_scan_lrs),
+                                 ("budget", prof.budget_ks, prof.budget_epochs, ())):
+        if 0 not in seeds or v not in variants:
+            continue
+        for e, lr in ((e, lr) for e in epochs for lr in dict.fromkeys((t.retrain.lr, *lrs))):
+            ph = dataclasses.replace(t.retrain, epochs=e, lr=lr)
+            if v == "budget" and ph == t.retrain:
+                continue  # the profile's own epochs per round: that run is ``block``
+            out += [Unit(v, 0, k, setting=setting_name(ph), phase=ph, cost=p.rounds * e,
+                         keys=tuple(key(cfg, v, k, r, 0, setting=setting_name(ph)) for r in rounds)) for k in ks_e]
     return out
 
 
@@ -113,7 +141,7 @@ def _config_tasks(cfg: RunConfig, prof: Profile, unit_list: list[Unit], prefix: 
         base_name = f"{prefix}/baseline/seed={seed}"
         children = [Task(f"{prefix}/{u.name}", _run_task,
                          ((u.kind, cfg, prof.name, u.seed, u.k, u.round, u.setting, u.phase), common),
-                         deps=() if u.kind == "baseline_scan" else (base_name,), cost=float(u.cost))
+                         deps=() if u.kind in ("baseline_scan", "narrow_dense") else (base_name,), cost=float(u.cost))
                     for u in todo if u.seed == seed]
         needs_base = any(c.deps for c in children)
         if needs_base or not (skip_done and store.has(key(cfg, "baseline", 0, 0, seed))):
@@ -228,3 +256,30 @@ def authors_frame(profile: str, dataset: str, budget: int | None = None) -> pd.D
         if store is not None and (budget is None or budget == e):
             parts.append(store.frame().assign(budget=e))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[*SCHEMA.columns, "budget"])
+
+
+def task(kind: str, cfg: RunConfig, profile: str, seed: int, k: int = 0, round: int = 0, setting: str = "default",
+         phase: TrainConfig | None = None, *, results_root=None, data_root=None, commit=None, threads: int = 1) -> int:
+    """One task of the sweep (see :func:`blockprune_utils.studies.lenet.tasks`);
+    returns the number of rows the store holds afterwards."""
+    torch.set_num_threads(threads)
+    run = R.Run(cfg, profile, results_root, data_root, commit)
+    if kind == "baseline":
+        R.baseline(run, seed)
+    elif kind == "baseline_scan":
+        R.baseline_scan(run, setting, phase)
+    elif kind in ("block", "random_retrain", "dense_control", "retrain_scan", "epochs_scan", "budget"):
+        R.prune_run(run, seed, k, kind, phase, setting)
+    elif kind in ("neuron", "narrow_dense"):
+        if kind == "neuron":
+            neurons.neuron_run(run, seed)
+        else:
+            neurons.narrow_run(run, seed, round)
+    elif kind == "random_scratch":
+        R.scratch_run(run, seed, k, round)
+    elif kind == "sensitivity":
+        R.sensitivity_run(run, seed, k)
+    else:
+        raise ValueError(f"unknown LeNet task kind {kind!r}")
+    folder = Path(run.store.dir) / "rows"
+    return sum(1 for _ in folder.glob("*.json"))

@@ -68,7 +68,8 @@ def nearest_round(df, target: float, variant: str = "block") -> int:
     return int((dens.apply(math.log) - math.log(target)).abs().idxmin())
 
 
-SUMMARY_VARIANTS = ("baseline", "dense_control", "block", "random_retrain", "random_scratch", "authors")
+SUMMARY_VARIANTS = ("baseline", "dense_control", "block", "random_retrain", "random_scratch", "authors", "neuron",
+                    "narrow_dense")
 
 
 def summary_table(df, authors=None):
