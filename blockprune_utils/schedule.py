@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .blocks import Score, as_matrix, block_grid, block_mask_of, block_scores, check_block_size, expand_block_mask
-from .masks import density, get_mask, set_mask
+from .masks import get_mask, set_mask
 from .pruning import check_fraction, prune_fraction, prune_global
 
 
@@ -246,11 +246,6 @@ def prune_retrain(model: nn.Module, pruner: BlockPruner, rounds: int,
 def layer_densities(model: nn.Module, names) -> dict[str, float]:
     """Fraction of weights kept in each named layer."""
     return {n: float(get_mask(_module(model, n)).float().mean()) for n in names}
-
-
-# The density of named layers together is :func:`~.masks.density`; this second name of it
-# stays until its last callers (bench/, studies/cifar/) import ``masks.density``.
-total_density = density
 
 
 def random_scores(model: nn.Module, names, k: int, generator: torch.Generator) -> dict[str, torch.Tensor]:

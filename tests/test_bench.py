@@ -11,6 +11,12 @@ import torch
 
 from blockprune_utils import bench as B
 from blockprune_utils.bench import products
+from blockprune_utils.bench.cli import main
+from blockprune_utils.bench.config import LAYERS
+from blockprune_utils.bench.formats import FORMATS, GPU_FORMATS, MODEL_VARIANTS
+from blockprune_utils.bench.gpu import measure_gpu
+from blockprune_utils.bench.products import MATRIX_SCHEMA
+from blockprune_utils.bench.weights import pruned_lenet_model, synthetic_matrices
 from blockprune_utils.bsr import LEAN_FORMATS, LeanMLP, auto, auto_backends, auto_choice, num_threads, to_bsr_model
 from blockprune_utils.models import LeNet300100
 from blockprune_utils.schedule import layer_densities
@@ -36,13 +42,13 @@ def tiny_cfg(**kw):
 @pytest.fixture(scope="module")
 def pruned():
     """An untrained LeNet pruned 3 rounds with k=3 (3 divides neither 784 nor 100: padding is exercised)."""
-    return B.pruned_lenet_model(3, 3, lenet_profile=None)
+    return pruned_lenet_model(3, 3, lenet_profile=None)
 
 
 def test_untrained_fallback_is_pruned_and_labelled(pruned):
     model, source = pruned
     assert source in ("untrained", "trained-cache")
-    dens = layer_densities(model, B.LAYERS)
+    dens = layer_densities(model, LAYERS)
     assert 0.45 < dens["fc1"] < 0.6 and 0.65 < dens["fc3"] < 0.8  # 0.8^3 and 0.9^3, up to edge blocks
 
 
@@ -72,13 +78,13 @@ def test_matrix_rows_schema_and_cache():
                 "nnz_blocks", "format", "lib", "layout", "batch", "threads", "threads_label", "device", "ok", "error",
                 "max_rel_err", "median_ns", "q25_ns", "q75_ns", "repeats", "dense_ns", "dense_format", "speedup",
                 "speedup_same_lib", "torch", "numpy", "scipy", "commit", "cpu_model", "isa", "blas_control", "config_hash"}
-    assert required <= set(B.MATRIX_SCHEMA.columns)
+    assert required <= set(MATRIX_SCHEMA.columns)
     for r in rows:
         assert required <= r.keys(), required - r.keys()
         assert r["ok"], r["error"]
         assert r["median_ns"] > 0 and r["speedup"] > 0 and r["repeats"] >= 2
         assert r["q25_ns"] <= r["median_ns"] <= r["q75_ns"]
-    assert {r["format"] for r in rows} == set(B.FORMATS)
+    assert {r["format"] for r in rows} == set(FORMATS)
     assert {r["isa"] for r in rows} == {B.machine()["isa"]}  # the instruction set the numba kernels ran
     assert {r["weights"] for r in rows if r["family"] == "lenet"} <= {"untrained", "trained-cache"}
     # one row per (matrix, format, batch, threads)
@@ -91,10 +97,40 @@ def test_matrix_rows_schema_and_cache():
     assert not table.empty
 
 
+def test_a_new_format_is_one_entry_of_the_table(monkeypatch):
+    """A backend added to the formats table (here scipy's CSC, a builder and an input layout)
+    is built, checked against dense, timed and labelled by the product rows as it is."""
+    import scipy.sparse
+
+    from blockprune_utils.bench import formats as F
+
+    csc = F.Format("scipy_csc", "scipy", "csc", "scipy CSC", lambda w, k: scipy.sparse.csc_matrix(w.numpy()), "numpy")
+    monkeypatch.setitem(F.FORMAT, csc.name, csc)
+    cfg = tiny_cfg(layers=("fc3",), batches=(1, 4), formats=("numpy_dense", "scipy_csc"))
+    rows = B.matrix_rows(cfg, families=("lenet",), cache=False)
+    new = [r for r in rows if r["format"] == "scipy_csc"]
+    assert len(new) == 2 and all(r["ok"] and r["lib"] == "scipy" and r["layout"] == "csc" for r in new)
+    assert all(r["dense_format"] == "numpy_dense" and r["speedup_same_lib"] > 0 for r in new)
+
+
+def test_the_formats_table_is_consistent():
+    from blockprune_utils.bench import formats as F
+
+    for f in F.FORMAT.values():
+        assert f.input in F.INPUTS and f.layout in ("dense", "csr", "bsr") and f.name.startswith(f.lib)
+    assert len({f.label for f in F.FORMAT.values()}) == len(F.FORMAT)
+    assert set(F.DENSE_FORMATS) | set(F.SPARSE_FORMATS) == set(F.FORMATS)
+    assert F.csr_bsr_pairs() == {"scipy": ("scipy_csr", "scipy_bsr"), "torch": ("torch_csr", "torch_bsr"),
+                                 "numba": ("numba_csr", "numba_bsr")}
+    assert list(F.SIMULATED) == ["csr", "bsr", "numba_csr", "numba_bsr", "dense"]  # Figure 6's order: sparse, then dense
+    assert all(v.group in F.GROUPS and v.role in ("dense", "sparse", "") for v in F.VARIANT.values())
+    assert F.REFERENCE in F.DENSE_VARIANTS
+
+
 def test_a_format_that_disagrees_with_dense_is_not_timed(monkeypatch):
     real = products.build_operands
 
-    def broken(w, k, formats=B.FORMATS):
+    def broken(w, k, formats=FORMATS):
         ops, errors = real(w, k, formats)
         ops["scipy_csr"] = ops["scipy_csr"] * 2.0
         return ops, errors
@@ -151,9 +187,9 @@ def test_auto_backends_never_picks_a_format_that_failed(pruned, monkeypatch):
     monkeypatch.setattr(auto, "_lean_candidates", lean)
     monkeypatch.setattr(auto, "_module_candidates", module)
     choice, rows = auto_choice(model, 3, 1, path="lean", budget_s=1e-3, min_repeats=3, max_repeats=5)
-    assert set(choice) == set(B.LAYERS) and "csr" not in choice.values()
+    assert set(choice) == set(LAYERS) and "csr" not in choice.values()
     assert all(not r["ok"] for r in rows if r["candidate"] == "csr")
-    assert auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).keys() == set(B.LAYERS)
+    assert auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).keys() == set(LAYERS)
     assert "scipy" not in auto_backends(model, 3, 2, path="module", budget_s=1e-3, min_repeats=3, max_repeats=5).values()
 
 
@@ -176,13 +212,13 @@ def test_auto_module_path_weighs_numba_and_the_fused_forward(pruned):
 def test_auto_backends_stays_dense_on_a_dense_network():
     torch.manual_seed(0)
     dense = LeNet300100().eval()  # nothing pruned: no sparse format can win at batch 32
-    assert auto_backends(dense, 2, 32, path="lean", budget_s=3e-3) == {n: "dense" for n in B.LAYERS}
+    assert auto_backends(dense, 2, 32, path="lean", budget_s=3e-3) == {n: "dense" for n in LAYERS}
 
 
 def test_model_rows_every_variant_checked_and_summary():
     cfg = tiny_cfg()
     rows = B.model_rows(cfg)
-    assert {r["variant"] for r in rows} == set(B.MODEL_VARIANTS)
+    assert {r["variant"] for r in rows} == set(MODEL_VARIANTS)
     for r in rows:
         assert r["ok"], (r["variant"], r["error"])
         assert r["median_ns"] > 0 and r["dense_ns"] > 0
@@ -224,9 +260,9 @@ def test_gpu_measurement_code_path_on_the_cpu():
     """measure_gpu with device="cpu" stands in for CUDA: rows per format and dtype,
     failures (no bf16 sparse kernel on the CPU) recorded instead of raised."""
     cfg = tiny_cfg()
-    m = B.synthetic_matrices(cfg)[0]
-    rows = B.measure_gpu(m, 2, cfg, device="cpu")
-    assert [r["format"] for r in rows] == list(B.GPU_FORMATS)
+    m = synthetic_matrices(cfg)[0]
+    rows = measure_gpu(m, 2, cfg, device="cpu")
+    assert [r["format"] for r in rows] == list(GPU_FORMATS)
     by = {r["format"]: r for r in rows}
     assert by["cuda_dense_fp32"]["ok"] and by["cuda_bsr_fp32"]["ok"] and by["cuda_bsr_fp32"]["speedup"] > 0
     assert all(r["ok"] or r["error"] for r in rows)
@@ -234,7 +270,7 @@ def test_gpu_measurement_code_path_on_the_cpu():
 
 
 def test_cli_storage_only(capsys):
-    assert B.main(["--quick", "--only", "storage", "--no-progress"]) == 0
+    assert main(["--quick", "--only", "storage", "--no-progress"]) == 0
     assert "storage of the three LeNet layers" in capsys.readouterr().out
 
 
@@ -249,7 +285,7 @@ def test_kernel_bar_reads_the_numba_rows():
 
 
 def test_cli_models_ends_with_the_kernel_bar(capsys):
-    assert B.main(["--quick", "--only", "models", "--no-progress"]) == 0
+    assert main(["--quick", "--only", "models", "--no-progress"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     m = re.fullmatch(r"kernel bar: batch1_vs_fastest_dense=(\S+) batch256_frac_of_ideal=(\S+) bsr_over_csr_b256_k4=(\S+)"
                      r" mlp_k16_frac_of_ideal=(\S+) mlp_k32_frac_of_ideal=(\S+)", last)
@@ -291,7 +327,7 @@ def test_the_model_budget_keys_the_model_store_only():
     from blockprune_utils.bench import config as BC
 
     a, b = tiny_cfg(model_budget_s=0.01), tiny_cfg(model_budget_s=0.02)
-    assert BC.bench_store("bench", a, B.MATRIX_SCHEMA).hash == BC.bench_store("bench", b, B.MATRIX_SCHEMA).hash
+    assert BC.bench_store("bench", a, MATRIX_SCHEMA).hash == BC.bench_store("bench", b, MATRIX_SCHEMA).hash
     fields = BC.MODEL_TIMING_FIELDS
-    assert (BC.bench_store("bench_model", a, B.MATRIX_SCHEMA, fields=fields).hash
-            != BC.bench_store("bench_model", b, B.MATRIX_SCHEMA, fields=fields).hash)
+    assert (BC.bench_store("bench_model", a, MATRIX_SCHEMA, fields=fields).hash
+            != BC.bench_store("bench_model", b, MATRIX_SCHEMA, fields=fields).hash)

@@ -1,7 +1,7 @@
-"""The cachegrind side of the benchmark: the parser (blockprune_utils.bench.cachegrind),
+"""The cachegrind side of the benchmark: the parser (blockprune_utils.bench.cachesim.cachegrind),
 the scipy driver and the two-run measurement of the numba kernels
-(blockprune_utils.bench.valgrind, .cachegrind_numba_driver), and the rows of
-blockprune_utils.bench.cachesim.  Runs under valgrind are skipped without it."""
+(blockprune_utils.bench.cachesim.valgrind, .numba_driver), and the rows of
+blockprune_utils.bench.cachesim.cases.  Runs under valgrind are skipped without it."""
 from __future__ import annotations
 
 import json
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from blockprune_utils.bench import cachegrind as CG
-from blockprune_utils.bench import cachegrind_numba_driver
-from blockprune_utils.bench import cachesim as C
 from blockprune_utils.bench import isa as ISA
-from blockprune_utils.bench import valgrind as V
+from blockprune_utils.bench.cachesim import cachegrind as CG
+from blockprune_utils.bench.cachesim import cases as C
+from blockprune_utils.bench.cachesim import numba_driver
+from blockprune_utils.bench.cachesim import valgrind as V
+from blockprune_utils.bench.formats import SIMULATED
 from blockprune_utils.blocks import expand_block_mask
 
 CANNED = """\
@@ -44,9 +45,9 @@ def test_parse_cachegrind_canned_output():
     assert cg.functions["bsr_matvec_thunk"]["Dr"] == 300  # two cost lines summed
     assert cg.functions["void csr_matvec<int, float>(int, int, int const*, int const*, float const*, float const*, float*)"][
         "D1mw"] == 0  # missing trailing counts are zero
-    bsr = cg.select(CG.KERNELS["bsr"])  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
+    bsr = cg.select(SIMULATED["bsr"].kernel)  # bsr_matvec_thunk + csr_matvec<...>, not csr_matvecs_thunk
     assert bsr["Ir"] == 1050 and bsr["Dr"] == 320 and bsr["Dw"] == 60
-    assert cg.select(CG.KERNELS["csr"])["Ir"] == 50
+    assert cg.select(SIMULATED["csr"].kernel)["Ir"] == 50
     pp = CG.per_product(bsr, n=10)
     assert pp["data_refs"] == pytest.approx(38.0)
     assert pp["d1_misses"] == pytest.approx((11 + 2) / 10)
@@ -150,10 +151,10 @@ def test_numba_cachegrind_driver_computes_the_product(tmp_path, capsys, fmt, bat
     g = torch.Generator().manual_seed(1)
     w = torch.randn(10, 16, generator=g) * expand_block_mask(torch.rand(4, 6, generator=g) < 0.5, (10, 16), 3)
     C.write_operands(tmp_path / "ops.npz", w, 3)
-    assert cachegrind_numba_driver.main(["--npz", str(tmp_path / "ops.npz"), "--fmt", fmt, "--n", "2",
+    assert numba_driver.main(["--npz", str(tmp_path / "ops.npz"), "--fmt", fmt, "--n", "2",
                                          "--batch", str(batch), "--jit", V.jit.__file__]) == 0
     out = json.loads(capsys.readouterr().out)
-    args, _ = cachegrind_numba_driver.operands(np.load(tmp_path / "ops.npz"), fmt, batch)
+    args, _ = numba_driver.operands(np.load(tmp_path / "ops.npz"), fmt, batch)
     ref = w.double().numpy() @ args[3].astype(np.float64)
     assert out["checksum"] == pytest.approx(float(ref.sum()), rel=1e-4, abs=1e-3)
 
@@ -161,7 +162,7 @@ def test_numba_cachegrind_driver_computes_the_product(tmp_path, capsys, fmt, bat
 
 
 def test_cache_cases_and_rows_hold_the_numba_kernels_at_each_batch(monkeypatch, tmp_path):
-    from blockprune_utils import bench as B
+    from blockprune_utils.bench import config as B
 
     cfg = B.get_config("quick", lenet_profile=None, cache_ks=(3,), cache_rounds=(2,), cache_batches=(1, 8), cache_dense=True)
     cases = C.cache_cases(cfg)
@@ -198,7 +199,7 @@ def test_a_failed_case_becomes_a_marked_row_and_is_tried_again(monkeypatch, tmp_
     """A simulation that fails (here: valgrind's SIGILL on the numba cases) gives a row with
     ok=False and the reason, is not stored, and is run again next time; the figure,
     its caption and the sentences of notebook 02 say so instead of stopping."""
-    from blockprune_utils import bench as B
+    from blockprune_utils.bench import config as B
     from blockprune_utils.bench import findings
     from blockprune_utils.bench.config import bench_store
     from blockprune_utils.plots import bench as BP
@@ -212,7 +213,7 @@ def test_a_failed_case_becomes_a_marked_row_and_is_tried_again(monkeypatch, tmp_
             raise RuntimeError("cachegrind run failed (exit -4):\nvex amd64->IR: unhandled instruction bytes\n"
                                "Your program just tried to execute an instruction that Valgrind did not recognise")
         return {"fmt": fmt, "n_products": n, **CG.per_product({"Ir": 10 * n, "Dr": 4 * n, "D1mr": n}, n),
-                "kernel_functions": "fake", "counted_target": C.COUNTED[fmt], "counted_isa": None, "timed_target": None}
+                "kernel_functions": "fake", "counted_target": SIMULATED[fmt].counted, "counted_isa": None, "timed_target": None}
 
     monkeypatch.setattr(C, "run_cachegrind", fake)
     store = bench_store("bench_cache", cfg, C.CACHE_SCHEMA, tmp_path)

@@ -8,11 +8,11 @@ import time
 import pandas as pd
 
 from ..bsr import lean_kernel
+from ..bsr.timing import blas_control
 from .cachesim import cache_rows, valgrind_path
-from .config import PROFILES, get_config
+from .config import PROFILES, get_config, machine
 from .findings import cache_gaps, counted_targets
 from .gpu import gpu_rows
-from .harness import blas_control, machine
 from .models import model_rows
 from .products import matrix_rows
 from .storage import storage_rows

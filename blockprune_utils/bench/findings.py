@@ -10,11 +10,12 @@ import json
 import numpy as np
 import pandas as pd
 
-from .config import DENSE_VARIANTS, SPARSE_VARIANTS
+from .formats import DENSE_VARIANTS, SPARSE_VARIANTS, csr_bsr_pairs
 from .tables import frame
 
-CSR_BSR = {"scipy": ("scipy_csr", "scipy_bsr"), "torch": ("torch_csr", "torch_bsr"), "numba": ("numba_csr", "numba_bsr")}
-LIBRARY_KERNELS = ("scipy", "torch")
+CSR_BSR = csr_bsr_pairs()  # {library: (CSR format, BSR format)}
+ALIKE = "numba"  # the library whose CSR and BSR kernels are written alike (this study's); the others' are library kernels
+LIBRARY_KERNELS = tuple(lib for lib in CSR_BSR if lib != ALIKE)
 
 
 def _x(v: float) -> str:
@@ -50,7 +51,7 @@ def product_formats(rows, layer: str = "fc1") -> pd.DataFrame:
     return pd.concat(out, ignore_index=True) if out else pd.DataFrame(columns=["k", "batch", "csr_over_bsr", "lib"])
 
 
-def synthetic_formats(rows, lib: str = "numba") -> pd.DataFrame:
+def synthetic_formats(rows, lib: str = ALIKE) -> pd.DataFrame:
     """One product of each synthetic matrix: CSR time / BSR time of ``lib``'s kernels
     per (size, k, density, batch); above 1 means BSR is the faster."""
     df = _ok(frame(rows))
@@ -109,7 +110,7 @@ def cache_pairs(crows) -> pd.DataFrame:
         return pd.DataFrame()
     c = c.assign(batch=c["batch"].fillna(1).astype(int) if "batch" in c else 1)
     out = []
-    for lib, (csr, bsr) in {"scipy": ("csr", "bsr"), "numba": ("numba_csr", "numba_bsr")}.items():
+    for lib, (csr, bsr) in csr_bsr_pairs(cache=True).items():
         for key, g in c[c["k"] >= 2].groupby(["batch", "k", "round"]):
             r = {f: g[g["fmt"] == f].iloc[0] for f in (csr, bsr) if (g["fmt"] == f).any()}
             if len(r) < 2:
@@ -265,7 +266,7 @@ def conclusion(rows, mrows, srows, crows=()) -> str:
     p = product_formats(rows)
     # kernels written alike: the numba whole-model forwards and the numba products (fc1, synthetic)
     alike = pd.concat([model_formats(mrows).dropna(subset=["csr_over_bsr"])["csr_over_bsr"],
-                       p.loc[p["lib"] == "numba", "csr_over_bsr"], synthetic_formats(rows)["csr_over_bsr"]])
+                       p.loc[p["lib"] == ALIKE, "csr_over_bsr"], synthetic_formats(rows)["csr_over_bsr"]])
     p = p[p["lib"].isin(LIBRARY_KERNELS)]
     storage_ok = bool(len(st) and (st["bsr"] < st["csr"]).all()) if {"csr", "bsr"} <= set(st.columns) else None
     fair = float((alike > 1).mean()) if len(alike) else None

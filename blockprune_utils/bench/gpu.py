@@ -1,26 +1,26 @@
 """torch dense against torch sparse BSR on a GPU, in float32 and bfloat16."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
 from ..blocks import block_grid
 from ..bsr import quiet_sparse_beta, to_torch_bsr
+from ..bsr.timing import RTOL, TIMING_COLUMNS, timing_values
 from ..infra.store import Schema
-from .config import GPU_FORMATS, BenchConfig, bench_store, get_config
-from .harness import (
-    KERNEL_ERRORS,
+from .config import (
     MACHINE_COLUMNS,
-    RTOL,
-    TIMING_COLUMNS,
-    as_numpy,
-    close_enough,
-    error_text,
+    BenchConfig,
+    bench_store,
+    built,
+    checked_timings,
+    get_config,
     row_provenance,
     stored_groups,
-    time_calls,
-    timing_values,
 )
+from .formats import GPU_FORMATS
 from .weights import MATRIX_META, Matrix, lenet_matrices, synthetic_matrices
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
@@ -33,21 +33,19 @@ GPU_SCHEMA = Schema(
 
 def _gpu_fns(w: torch.Tensor, k: int, x: torch.Tensor, xp: torch.Tensor, device: str) -> tuple[dict, dict]:
     """The products of every GPU format on ``device``, and the errors of those that could not be built."""
-    fns, errors = {}, {}
-    for name, dt in DTYPES.items():
-        try:
-            W, X = w.to(device, dt), x.to(device, dt)
-            fns[f"cuda_dense_{name}"] = (lambda W=W, X=X: W @ X)
-        except KERNEL_ERRORS as e:
-            errors[f"cuda_dense_{name}"] = error_text(e)
-        try:
-            with quiet_sparse_beta():
-                A = to_torch_bsr(w, k).to(device=device, dtype=dt)
-            XP = xp.to(device, dt)
-            fns[f"cuda_bsr_{name}"] = (lambda A=A, XP=XP: A @ XP)
-        except KERNEL_ERRORS as e:
-            errors[f"cuda_bsr_{name}"] = error_text(e)
-    return fns, errors
+
+    def dense(dt):
+        W, X = w.to(device, dt), x.to(device, dt)
+        return lambda: W @ X
+
+    def bsr(dt):
+        with quiet_sparse_beta():
+            A = to_torch_bsr(w, k).to(device=device, dtype=dt)
+        XP = xp.to(device, dt)
+        return lambda: A @ XP
+
+    return built({f"cuda_{kind}_{name}": functools.partial(make, dt) for name, dt in DTYPES.items()
+                  for kind, make in (("dense", dense), ("bsr", bsr))})
 
 
 def measure_gpu(m: Matrix, batch: int, cfg: BenchConfig, device: str = "cuda", prov=None) -> list[dict]:
@@ -63,21 +61,13 @@ def measure_gpu(m: Matrix, batch: int, cfg: BenchConfig, device: str = "cuda", p
     w64 = w.double().numpy()
     ref = w64 @ x.double().numpy()
     bound = np.abs(w64) @ np.abs(x.double().numpy())
-    checks = {}
     prov = prov or row_provenance(device)
     with torch.inference_mode():
         fns, errors = _gpu_fns(w, m.k, x, xp, device)
-        for f, fn in list(fns.items()):
-            rtol = RTOL["bfloat16" if f.endswith("bf16") else "float32"]
-            try:
-                checks[f] = close_enough(as_numpy(fn(), rows), ref, bound, rtol)
-            except KERNEL_ERRORS as e:
-                errors[f], checks[f] = error_text(e), (False, float("inf"))
-            if not checks[f][0]:
-                errors.setdefault(f, f"result differs from the dense product (max error {checks[f][1]:.3g})")
-                del fns[f]
-        timings = time_calls(fns, budget_s=cfg.budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-                             min_sample_s=cfg.min_sample_s, device=device)
+        timings, checks, errors = checked_timings(
+            fns, rows, ref, bound, cfg, budget_s=cfg.budget_s, errors=errors, device=device,
+            rtol=lambda f: RTOL["bfloat16" if f.endswith("bf16") else "float32"],
+            differs="result differs from the dense product (max error {:.3g})")
     meta = m.meta()
     key = {"matrix": meta.pop("matrix"), "batch": int(batch)}
     out = []

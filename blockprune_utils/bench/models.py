@@ -1,4 +1,4 @@
-"""The whole pruned LeNet forward, input to logits, in every variant.
+"""The whole pruned LeNet forward, input to logits, in every variant of :mod:`.formats`.
 
 Variants: the masked (parametrized) model, plain ``nn.Linear`` layers, the
 :func:`~blockprune_utils.bsr.to_bsr_model` backends (dense / torch / scipy, and the
@@ -11,38 +11,31 @@ are timed interleaved.
 """
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..bsr import LeanMLP, auto_backends, lean_kernel, linear_layers, reference_forward, to_bsr_model
-from ..bsr.fused import NumbaMLP
+from ..bsr import lean_kernel, linear_layers, reference_forward
+from ..bsr.timing import TIMING_COLUMNS, blas_control, num_threads, timing_values
 from ..infra.store import Schema
-from ..masks import remove_masks
-from ..schedule import layer_densities, total_density
-from .config import DENSE_VARIANTS, LAYERS, MODEL_TIMING_FIELDS, MODEL_VARIANTS, BenchConfig, bench_store, get_config
-from .harness import (
-    KERNEL_ERRORS,
+from ..masks import density
+from ..schedule import layer_densities
+from .config import (
+    LAYERS,
     MACHINE_COLUMNS,
-    RTOL,
-    TIMING_COLUMNS,
-    as_numpy,
-    blas_control,
-    close_enough,
-    error_text,
-    num_threads,
+    MODEL_TIMING_FIELDS,
+    BenchConfig,
+    bench_store,
+    checked_timings,
+    get_config,
     row_provenance,
     stored_groups,
     threads_label,
-    time_calls,
-    timing_values,
 )
+from .formats import DENSE_VARIANTS, MODEL_VARIANTS, REFERENCE, VARIANT, ModelCase
 from .weights import config_model, weights_tag
-
-MODULE_BACKEND = {"torch_dense": "dense", "torch_bsr": "torch", "scipy_bsr": "scipy"}
 
 MODEL_SCHEMA = Schema(
     key=("k", "round", "weights", "variant", "batch", "threads_label"),
@@ -60,36 +53,18 @@ def input_features(model: nn.Module) -> int:
 
 def model_variants(model: nn.Module, k: int, batch: int, threads: int, cfg: BenchConfig, variants=MODEL_VARIANTS):
     """(input, callables of each whole-model variant on it, the auto choices by variant)."""
+    unknown = [v for v in variants if v not in VARIANT]
+    if unknown:
+        raise ValueError(f"unknown model variant(s) {unknown}; choose from {MODEL_VARIANTS}")
     rng = np.random.default_rng(cfg.seed + batch)
     x = torch.from_numpy(rng.standard_normal((batch, input_features(model))).astype(np.float32))
-    xn = x.numpy()
+    case = ModelCase(model, k, x, dict(threads=threads, budget_s=cfg.budget_s, min_repeats=cfg.min_repeats,
+                                       max_repeats=cfg.max_repeats, seed=cfg.seed))
     fns, notes = {}, {}
-    auto_kw = dict(threads=threads, budget_s=cfg.budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-                   seed=cfg.seed)
     for v in variants:
-        if v == "masked":
-            m = model.eval()
-        elif v == "torch_plain":
-            m = remove_masks(copy.deepcopy(model)).eval()
-        elif v in MODULE_BACKEND:
-            m = to_bsr_model(model, k, backend=MODULE_BACKEND[v])
-        elif v == "module_auto":
-            notes[v] = auto_backends(model, k, batch, path="module", **auto_kw)
-            m = to_bsr_model(model, k, backend=notes[v])
-        elif v.startswith("lean_"):
-            fmt = v[len("lean_"):]
-            if fmt == "auto":
-                fmt = notes[v] = auto_backends(model, k, batch, path="lean", **auto_kw)
-            lean = LeanMLP(model, k, fmt)
-            fns[v] = (lambda lean=lean: lean(xn))
-            continue
-        elif v.startswith("numba_"):  # the whole model in one compiled call (one thread)
-            net = NumbaMLP(model, k, v[len("numba_"):], layers=linear_layers(model))
-            fns[v] = (lambda net=net: net(xn))
-            continue
-        else:
-            raise ValueError(f"unknown model variant {v!r}; choose from {MODEL_VARIANTS}")
-        fns[v] = (lambda m=m: m(x))
+        fns[v], choice = VARIANT[v].build(case)
+        if choice is not None:
+            notes[v] = choice
     return x, fns, notes
 
 
@@ -99,25 +74,17 @@ def measure_model(k: int, round: int, batch: int, threads: int, cfg: BenchConfig
     whole-model variant checked against a float64 forward of the dense weights, then timed."""
     model, source = config_model(cfg, k, round)
     dens = layer_densities(model, LAYERS)
-    meta = {"family": "lenet-model", "source": source, "density": total_density(model, LAYERS),
+    meta = {"family": "lenet-model", "source": source, "density": density(model, LAYERS),
             **{f"density_{n}": d for n, d in dens.items()}, "blas_control": blas_control(), "dtype": "float32"}
     with num_threads(threads) as n, torch.inference_mode():
         prov = {**(prov or row_provenance("cpu")), "threads": n}
         x, fns, notes = model_variants(model, k, batch, threads, cfg, variants)
         ref64 = reference_forward(model, x)
         bound = reference_forward(model, x, bound=True)
-        checks, errors = {}, {}
-        for v, f in list(fns.items()):
-            try:
-                checks[v] = close_enough(as_numpy(f(), batch), ref64, bound, RTOL["float32"])
-            except KERNEL_ERRORS as e:
-                checks[v], errors[v] = (False, float("inf")), error_text(e)
-            if not checks[v][0]:
-                errors.setdefault(v, f"output differs from the float64 forward (max error {checks[v][1]:.3g})")
-                del fns[v]
-        timings = time_calls(fns, budget_s=cfg.model_budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-                             min_sample_s=cfg.min_sample_s)
-    dense_ns = timings["torch_dense"].median_ns if "torch_dense" in timings else None
+        timings, checks, errors = checked_timings(
+            fns, batch, ref64, bound, cfg, budget_s=cfg.model_budget_s,
+            differs="output differs from the float64 forward (max error {:.3g})")
+    dense_ns = timings[REFERENCE].median_ns if REFERENCE in timings else None
     best_dense = {v: timings[v].median_ns for v in DENSE_VARIANTS if v in timings}
     best_name = min(best_dense, key=best_dense.get) if best_dense else None
     lean_dense = timings["lean_dense"].median_ns if "lean_dense" in timings else None
@@ -126,9 +93,9 @@ def measure_model(k: int, round: int, batch: int, threads: int, cfg: BenchConfig
     rows = []
     for v in variants:
         t = timings.get(v)
-        lean = v.startswith("lean_")
+        lean = VARIANT[v].path == "lean-numpy"
         best = best_dense.get(best_name)
-        values = {**meta, "path": "lean-numpy" if lean else "torch-module", "kernel": lean_kernel() if lean else None,
+        values = {**meta, "path": VARIANT[v].path, "kernel": lean_kernel() if lean else None,
                   "ok": t is not None, "error": errors.get(v), "max_rel_err": checks.get(v, (None, None))[1],
                   "auto_choice": json.dumps(notes[v], sort_keys=True) if v in notes else None, **timing_values(t),
                   "dense_ns": dense_ns, "best_dense_variant": best_name, "best_dense_ns": best, "lean_dense_ns": lean_dense,

@@ -1,4 +1,4 @@
-"""One product ``Y = W X`` of a pruned weight in every format.
+"""One product ``Y = W X`` of a pruned weight in every format of :mod:`.formats`.
 
 Formats: numpy dense, torch dense, scipy CSR, scipy BSR, torch sparse CSR, torch
 sparse BSR, and the numba CSR and BSR kernels of :mod:`blockprune_utils.bsr.kernels`
@@ -16,26 +16,21 @@ import numpy as np
 import torch
 
 from ..blocks import block_grid
-from ..bsr import quiet_sparse_beta, to_scipy_bsr, to_scipy_csr, to_torch_bsr
-from ..bsr.kernels import bound_kernel, kernel_arrays
+from ..bsr import quiet_sparse_beta
+from ..bsr.timing import TIMING_COLUMNS, blas_control, num_threads, timing_values
 from ..infra.store import Schema
-from .config import DENSE_FORMATS, FORMAT_LIB, FORMATS, BenchConfig, bench_store, get_config
-from .harness import (
-    KERNEL_ERRORS,
+from .config import (
     MACHINE_COLUMNS,
-    RTOL,
-    TIMING_COLUMNS,
-    as_numpy,
-    blas_control,
-    close_enough,
-    error_text,
-    num_threads,
+    BenchConfig,
+    bench_store,
+    built,
+    checked_timings,
+    get_config,
     row_provenance,
     stored_groups,
     threads_label,
-    time_calls,
-    timing_values,
 )
+from .formats import DENSE_FORMATS, FORMAT, FORMATS, same_lib_dense
 from .weights import MATRIX_META, Matrix, lenet_matrices, synthetic_matrices
 
 MATRIX_SCHEMA = Schema(
@@ -48,58 +43,31 @@ MATRIX_SCHEMA = Schema(
 def build_operands(w: torch.Tensor, k: int, formats=FORMATS) -> tuple[dict, dict]:
     """The matrix in each format (built once per matrix, shared by every batch and
     thread count), and the errors of formats that could not be built."""
-    builders = {
-        "numpy_dense": lambda: w.numpy(),
-        "torch_dense": lambda: w,
-        "scipy_csr": lambda: to_scipy_csr(w),
-        "scipy_bsr": lambda: to_scipy_bsr(w, k),
-        "torch_csr": lambda: w.to_sparse_csr(),
-        "torch_bsr": lambda: to_torch_bsr(w, k),
-        "numba_csr": lambda: kernel_arrays(w, 1, "csr"),
-        "numba_bsr": lambda: kernel_arrays(w, k, "bsr"),
-    }
-    ops, errors = {}, {}
     with quiet_sparse_beta():
-        for f in formats:
-            try:
-                ops[f] = builders[f]()
-            except KERNEL_ERRORS as e:  # a format torch/scipy cannot build here is recorded, not fatal
-                errors[f] = error_text(e)
-    return ops, errors
-
-
-_NO_BIAS = np.zeros(0, np.float32)
+        return built({f: functools.partial(FORMAT[f].build, w, k) for f in formats})
 
 
 def _matmul(A, X):
     return A @ X
 
 
-def _numba_product(kernel, x, y):
-    kernel(x, y, _NO_BIAS, False)
-    return y
-
-
-def numba_fn(a, x: np.ndarray, parallel: bool):
-    """A call of the numba kernel of ``a`` (:func:`kernel_arrays`) writing ``W x`` into
-    an output allocated here, once (the kernels take x unpadded)."""
-    y = np.empty((a.shape[0],) + x.shape[1:], np.float32)
-    return functools.partial(_numba_product, bound_kernel(a, x.ndim == 2, parallel), x, y)
-
-
 def product_fns(ops: dict, shape, k: int, x: np.ndarray, parallel: bool = False) -> dict:
-    """Callables computing ``W X`` in each built format.  ``x``: (cols,) or (cols, b);
-    the library BSR formats get it zero-padded to a multiple of k (outside the timing;
-    their padded output rows are cropped only when checked).  ``parallel``: the numba
-    kernels split the rows over numba's threads."""
+    """Callables computing ``W X`` in each built format: the format's ``call`` (default
+    ``A @ X``) of its operand and ``x`` as its ``input`` says.  ``x``: (cols,) or
+    (cols, b); the padded inputs are zero-padded to a multiple of k (outside the
+    timing; the padded output rows are cropped only when checked).  ``parallel``: the
+    numba kernels split the rows over numba's threads."""
     cols = shape[1]
     Cp = block_grid(shape, k)[1] * k
     xp = np.zeros((Cp,) + x.shape[1:], dtype=np.float32)
     xp[:cols] = x
     xt, xpt = torch.from_numpy(x), torch.from_numpy(xp)
-    inputs = {"numpy_dense": x, "torch_dense": xt, "scipy_csr": x, "scipy_bsr": xp, "torch_csr": xt, "torch_bsr": xpt}
-    return {f: numba_fn(A, x, parallel) if f.startswith("numba_") else functools.partial(_matmul, A, inputs[f])
-            for f, A in ops.items()}
+    inputs = {"numpy": x, "numpy_padded": xp, "torch": xt, "torch_padded": xpt}
+    fns = {}
+    for f, A in ops.items():
+        call, X = FORMAT[f].call, inputs[FORMAT[f].input]
+        fns[f] = call(A, X, parallel) if call is not None else functools.partial(_matmul, A, X)
+    return fns
 
 
 def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, formats=None, prov=None,
@@ -117,22 +85,12 @@ def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, format
     w64 = w.double().numpy()
     ref = w64 @ x.astype(np.float64)
     bound = np.abs(w64) @ np.abs(x.astype(np.float64))
-    checks = {}
     with num_threads(threads) as n, torch.inference_mode():
         prov = {**(prov or row_provenance("cpu")), "threads": n}
         fns = product_fns(ops, w.shape, m.k, x, parallel=n > 1)
-        for f, fn in list(fns.items()):
-            try:
-                checks[f] = close_enough(as_numpy(fn(), rows), ref, bound, RTOL["float32"])
-            except KERNEL_ERRORS as e:
-                errors[f] = error_text(e)
-                del fns[f]
-                continue
-            if not checks[f][0]:
-                errors[f] = f"result differs from the dense product (max error {checks[f][1]:.3g} of |W||X|)"
-                del fns[f]
-        timings = time_calls(fns, budget_s=cfg.budget_s, min_repeats=cfg.min_repeats, max_repeats=cfg.max_repeats,
-                             min_sample_s=cfg.min_sample_s)
+        timings, checks, errors = checked_timings(
+            fns, rows, ref, bound, cfg, budget_s=cfg.budget_s, errors=errors, raised_is_checked=False,
+            differs="result differs from the dense product (max error {:.3g} of |W||X|)")
     dense_ok = {f: timings[f].median_ns for f in DENSE_FORMATS if f in timings}
     best_dense = min(dense_ok, key=dense_ok.get) if dense_ok else None
     meta = m.meta()
@@ -140,9 +98,9 @@ def measure_matrix(m: Matrix, batch: int, threads: int, cfg: BenchConfig, format
     out = []
     for f in formats:
         t = timings.get(f)
-        same = dense_ok.get("torch_dense" if FORMAT_LIB[f] == "torch" else "numpy_dense")
+        same = dense_ok.get(same_lib_dense(f))
         dense_ns = dense_ok.get(best_dense)
-        values = {**meta, "lib": FORMAT_LIB[f], "layout": f.split("_")[1], "dtype": "float32",
+        values = {**meta, "lib": FORMAT[f].lib, "layout": FORMAT[f].layout, "dtype": "float32",
                   "blas_control": blas_control(), "ok": t is not None, "error": errors.get(f),
                   "max_rel_err": checks.get(f, (None, None))[1], **timing_values(t),
                   "dense_format": best_dense, "dense_ns": dense_ns, "same_lib_dense_ns": same,

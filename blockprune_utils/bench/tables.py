@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import DENSE_VARIANTS, MODEL_VARIANTS, SPARSE_FORMATS, SPARSE_VARIANTS
+from .formats import DENSE_VARIANTS, MODEL_VARIANTS, REFERENCE, SPARSE_FORMATS, SPARSE_VARIANTS
 
 SUMMARY_COLUMNS = ("k", "density_pct", "weights", "dense_us", "best_sparse", "best_sparse_us", "ratio_vs_dense", "ideal",
                    "gap_to_ideal", "ratio_vs_best_dense", "lean_auto_vs_lean_dense", "target", "meets_target")
@@ -53,14 +53,14 @@ def speedup_summary(rows, round: int = 16, batch: int = 1, threads: str = "1", t
     for k, g in df.groupby("k"):
         t = dict(zip(g["variant"], g["median_ns"]))
         cand = {v: t[v] for v in SPARSE_VARIANTS if v in t}
-        if not cand or "torch_dense" not in t:
+        if not cand or REFERENCE not in t:
             continue
         best = min(cand, key=cand.get)
         dens = float(g["density"].iloc[0])
         best_dense = min(t[v] for v in DENSE_VARIANTS if v in t)
-        ratio = t["torch_dense"] / cand[best]
+        ratio = t[REFERENCE] / cand[best]
         out.append({"k": k, "density_pct": float(np.round(100 * dens, 2)), "weights": g["weights"].iloc[0],
-                    "dense_us": t["torch_dense"] / 1e3, "best_sparse": best, "best_sparse_us": cand[best] / 1e3,
+                    "dense_us": t[REFERENCE] / 1e3, "best_sparse": best, "best_sparse_us": cand[best] / 1e3,
                     "ratio_vs_dense": ratio, "ideal": 1 / dens, "gap_to_ideal": (1 / dens) / ratio,
                     "ratio_vs_best_dense": best_dense / cand[best],
                     "lean_auto_vs_lean_dense": (t["lean_dense"] / t["lean_auto"]

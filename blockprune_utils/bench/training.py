@@ -182,7 +182,7 @@ def epoch_table(ks=(1, 2, 4, 6), steps: int = 40, repeats: int = 1, seed: int = 
     import pandas as pd
 
     from ..bsr.sparse_training import sparse_plan
-    from ..schedule import total_density
+    from ..masks import density
 
     phase = phase or TrainConfig(epochs=1, lr=1e-3, batch_size=128, zero_grad=False, select="last")
     data = _random_data(steps, phase.batch_size, seed)
@@ -196,7 +196,7 @@ def epoch_table(ks=(1, 2, 4, 6), steps: int = 40, repeats: int = 1, seed: int = 
                 for _ in range(repeats):
                     dense = min(dense, epoch_seconds(m, data, phase, k, False))
                     sparse = min(sparse, epoch_seconds(m, data, phase, k, True))
-                rows.append({"k": k, "round": r, "density": total_density(m, LAYERS), "dense_s": dense, "sparse_s": sparse,
+                rows.append({"k": k, "round": r, "density": density(m, LAYERS), "dense_s": dense, "sparse_s": sparse,
                              "speedup": dense / sparse, "sparse_layers": ",".join(sparse_plan(m, LAYERS, k)) or "-"})
     return pd.DataFrame(rows)
 

@@ -18,8 +18,7 @@ there, and its output rows transposed into place.  Each sample's arithmetic - an
 so its result, bit for bit - does not depend on the tiling.  The default tile of
 256 samples makes LeNet's batch 256 one tile: smaller tiles keep the transposed
 input in the L2 cache, but every tile repeats each stored block's set-up in the
-kernel, and on the study machine (AMD EPYC, 512 KB L2) a tile of 64 samples made
-the batch-256 forward about 20% slower, one of 16 nearly three times slower.
+kernel (the timings of smaller tiles that chose 256: ``docs/kernel_notes.md``).
 Bigger batches run in tiles of 256, which bounds the work buffer.  At batch 1 the
 first layer reads the caller's row directly.  Shapes that k does not divide are
 exact: the kernels never read or write beyond a layer's real (unpadded) sizes.

@@ -18,21 +18,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from ..bench.config import MODEL_VARIANTS, SPARSE_FORMATS
-from .cache import CACHE_COLORS, CACHE_FORMATS, CACHE_METRICS, cache_misses, cache_misses_caption, count_label  # noqa: F401
+from ..bench.formats import FORMAT, GROUPS, MODEL_VARIANTS, SPARSE_FORMATS, VARIANT
+from .cache import CACHE_METRICS, cache_misses, cache_misses_caption, count_label  # noqa: F401
 from .common import as_frame as _df
 from .common import density_axis
 
 DENSITY_TICKS = (0.8, 0.3, 0.1, 0.03, 0.01, 0.003)
-FORMAT_LABELS = {"scipy_csr": "scipy CSR", "scipy_bsr": "scipy BSR", "torch_csr": "torch sparse CSR",
-                 "torch_bsr": "torch sparse BSR", "numba_csr": "numba CSR", "numba_bsr": "numba BSR",
-                 "numpy_dense": "numpy dense", "torch_dense": "torch dense"}
-VARIANT_LABELS = {
-    "masked": "masked (W*mask each call)", "torch_plain": "torch dense (nn.Linear)",
-    "torch_dense": "torch dense (BSRLinear dense)", "torch_bsr": "torch sparse BSR", "scipy_bsr": "scipy BSR module",
-    "module_auto": "torch modules, auto", "lean_dense": "lean numpy dense", "lean_csr": "lean CSR",
-    "lean_bsr": "lean BSR", "lean_auto": "lean auto", "numba_csr": "numba CSR (fused)", "numba_bsr": "numba BSR (fused)",
-}
 
 
 def _ratio_axis(ax, label: str) -> None:
@@ -54,7 +45,7 @@ def speedup_vs_density(rows, *, family: str = "lenet", layer: str | None = "fc1"
         df = df[df["layer"] == layer]
     if df.empty:
         raise ValueError(f"no speed-up rows for family={family!r}, layer={layer!r}, threads={threads!r}")
-    df = df.assign(k=df["k"].astype(int), label=df["format"].map(FORMAT_LABELS))
+    df = df.assign(k=df["k"].astype(int), label=df["format"].map(lambda f: FORMAT[f].label))
     batches = sorted(df["batch"].unique())
     fmts = [f for f in formats if f in set(df["format"])]
     fig, axes = plt.subplots(len(batches), len(fmts), figsize=(3.3 * len(fmts), 2.8 * len(batches)),
@@ -70,7 +61,7 @@ def speedup_vs_density(rows, *, family: str = "lenet", layer: str | None = "fc1"
             label = "block density" if x == "block_density" else "density"
             density_axis(ax, df[x].min(), df[x].max(), label, ticks=DENSITY_TICKS, margin=1.2)
             _ratio_axis(ax, "speed-up over dense" if j == 0 else "")
-            ax.set_title(f"{FORMAT_LABELS[f]}, batch {b}", fontsize=9)
+            ax.set_title(f"{FORMAT[f].label}, batch {b}", fontsize=9)
     if axes[0][-1].get_legend() is not None:
         sns.move_legend(axes[0][-1], "upper left", bbox_to_anchor=(1.02, 1), title="block size k", fontsize=8)
     what = f"LeNet {layer}" if family == "lenet" and layer else family
@@ -185,7 +176,7 @@ def draw_break_even(be: pd.DataFrame, formats=SPARSE_FORMATS):
                     ax.add_patch(Rectangle((j, i), 1, 1, facecolor="0.93", edgecolor="white", lw=0.5,
                                            hatch="///" if st == "never" else None))
                     ax.text(j + 0.5, i + 0.5, BREAK_EVEN_LABELS[st], ha="center", va="center", fontsize=8, color="0.25")
-        ax.set_title(FORMAT_LABELS[f], fontsize=9)
+        ax.set_title(FORMAT[f].label, fontsize=9)
         ax.set_xlabel("batch")
         ax.set_ylabel("block size k" if ax is axes[0][0] else "")
     layers = ", ".join(sorted(set(be["layer"])))
@@ -235,11 +226,8 @@ def storage_vs_density_caption(table) -> str:
             "blocks), against total density, one line per block size k.")
 
 
-# The whole-model variants in groups, one colour per group (dense, torch modules, lean numpy, numba).
-VARIANT_GROUPS = {"dense": ("masked", "torch_plain", "torch_dense", "lean_dense"),
-                  "torch modules": ("torch_bsr", "scipy_bsr", "module_auto"),
-                  "lean numpy": ("lean_csr", "lean_bsr", "lean_auto"), "numba": ("numba_csr", "numba_bsr")}
-GROUP_COLORS = {"dense": "0.35", "torch modules": "tab:blue", "lean numpy": "tab:green", "numba": "tab:orange"}
+# The whole-model variants in their groups (dense, torch modules, lean numpy, numba), one colour per group.
+VARIANT_GROUPS = {g: tuple(v.name for v in VARIANT.values() if v.group == g) for g in GROUPS}
 K_MARKERS = "os^Dvph"
 
 
@@ -254,7 +242,6 @@ def model_latency(rows, *, round: int | None = None, threads: str = "1", variant
     df = df[df["round"] == rnd].assign(us=lambda d: d["median_ns"] / 1e3, k=lambda d: d["k"].astype(int))
     if df.empty:
         raise ValueError(f"no whole-model rows at round {rnd}")
-    group_of = {v: g for g, vs in VARIANT_GROUPS.items() for v in vs}
     order = [v for g in VARIANT_GROUPS.values() for v in g if v in set(df["variant"])]
     batches, ks = sorted(df["batch"].unique()), sorted(df["k"].unique())
     fig, axes = plt.subplots(1, len(batches), figsize=(5.4 * len(batches), 0.34 * len(order) + 1.9), sharey=True,
@@ -263,7 +250,7 @@ def model_latency(rows, *, round: int | None = None, threads: str = "1", variant
         sub = df[df["batch"] == b]
         for i, v in enumerate(order):
             s = sub[sub["variant"] == v].sort_values("k")
-            color = GROUP_COLORS[group_of[v]]
+            color = GROUPS[VARIANT[v].group]
             if len(s):
                 ax.plot([s["us"].min(), s["us"].max()], [i, i], color=color, lw=1.2, alpha=0.5)
             for j, k in enumerate(ks):
@@ -279,9 +266,9 @@ def model_latency(rows, *, round: int | None = None, threads: str = "1", variant
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("forward latency (µs, median; log scale)")
         ax.set_title(f"batch {b}, density {100 * sub['density'].mean():.1f}%", fontsize=10)
-    axes[0][0].set_yticks(range(len(order)), [VARIANT_LABELS[v] for v in order], fontsize=8)
+    axes[0][0].set_yticks(range(len(order)), [VARIANT[v].label for v in order], fontsize=8)
     for tick, v in zip(axes[0][0].get_yticklabels(), order):
-        tick.set_color(GROUP_COLORS[group_of[v]])
+        tick.set_color(GROUPS[VARIANT[v].group])
     axes[0][0].invert_yaxis()
     handles = [plt.Line2D([], [], ls="", marker=K_MARKERS[j % len(K_MARKERS)], color="0.2", label=f"k={k}")
                for j, k in enumerate(ks)]

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from ..bench.formats import SIMULATED
 from .common import as_frame as _df
 
-CACHE_FORMATS = {"csr": "scipy CSR", "bsr": "scipy BSR", "numba_csr": "numba CSR", "numba_bsr": "numba BSR",
-                 "dense": "OpenBLAS dense"}
-# CSR orange, BSR blue (scipy light, numba dark), dense grey
-CACHE_COLORS = {"scipy CSR": "#fdae6b", "numba CSR": "#e6550d", "scipy BSR": "#9ecae1", "numba BSR": "#3182bd",
-                "OpenBLAS dense": "0.6"}
+# {cachegrind fmt: label} in the order of the bars, and {label: colour}: CSR orange, BSR blue (scipy light, numba dark),
+# dense grey (declared with the formats)
+CACHE_FORMATS = {fmt: c.label for fmt, c in SIMULATED.items()}
+CACHE_COLORS = {c.label: c.color for c in SIMULATED.values()}
 CACHE_METRICS = (("instructions", "instructions per product"), ("d1_misses", "D1 misses per product"),
                  ("ll_misses", "LL misses per product"))
 

@@ -1,46 +1,8 @@
-"""Simulated cache behaviour of the CSR, BSR and dense products, with valgrind's cachegrind.
-
-What is measured
-----------------
-One sparse (or dense) matrix-vector product ``y += W x`` of a pruned weight, run
-by the very kernels scipy (``csr_matvec`` / ``bsr_matvec`` of its compiled sparse
-tools) and numpy (OpenBLAS ``sgemv``) use.  cachegrind (``valgrind
---tool=cachegrind --cache-sim=yes``) simulates a two-level data cache and counts,
-per function, the data references (Dr + Dw), the first-level misses (D1mr + D1mw)
-and the last-level misses (DLmr + DLmw).  The simulation is deterministic: the
-same binary on the same input gives the same counts on any host, because the
-cache geometry is fixed (:data:`~.cachegrind.CACHE`) instead of read from the host CPU.
-
-Isolating the product from the interpreter
-------------------------------------------
-A Python process under cachegrind executes ~10^9 instructions just to start and
-import numpy; a LeNet-sized product is ~10^4.  Two runs (N products and 0
-products) could be differenced, but the products would be a part in 10^4 of the
-totals and the two runs must start identically.  cachegrind's own attribution is
-used instead: every data access is charged to the function whose instruction made
-it, and the product kernels (``csr_matvec<int, float>``, ``bsr_matvec<int, float>``,
-OpenBLAS's ``sgemv*``) run nowhere else in the driver
-(:mod:`.cachegrind_driver`).  So the counts charged to those functions, divided by
-the number of products, are exactly the kernel's own references and misses per
-product; the interpreter's call overhead (the same for every format) is left out.
-
-The numba kernels (formats ``numba_csr`` / ``numba_bsr``, :mod:`blockprune_utils.bsr.jit`)
-are JIT code without symbol names, so they are measured by the difference of two
-runs instead (:func:`~.valgrind.numba_product_counts`), at batch 1 (matrix-vector,
-like the scipy rows) and at the profile's larger ``cache_batches`` (one product
-``Y = W X`` in the kernels' (features, batch) layout).  They are counted as compiled
-for what valgrind decodes (:func:`~.isa.valgrind_target`: AVX2 at most), which on an
-AVX-512 host is not the code that was timed; every row names the counted code
-(``counted_target``, ``counted_isa``) and the timed instruction set (``isa``).
-
-A case whose simulation fails (valgrind rejecting an instruction, a timeout) becomes
-a row with ``ok`` false and the reason in ``error`` instead of an exception; such
-rows are not stored, so the next run tries the case again.
-
-The parent side (:func:`cachesim_rows`) writes the operands of a pruned layer,
-built with :func:`~blockprune_utils.bsr.to_scipy_bsr` / ``to_scipy_csr``, to an
-``.npz`` file, runs the driver under cachegrind and parses its output file.
-"""
+"""The cachegrind cases of a profile and their rows: :func:`cache_cases` picks them
+(the formats of :data:`~blockprune_utils.bench.formats.SIMULATED`), :func:`cachesim_rows`
+writes the operands of each to an ``.npz`` file, runs its driver under cachegrind
+(:func:`run_cachegrind`) and makes the row; :func:`cache_rows` keeps them in the
+``bench_cache`` store.  The method is described in :mod:`blockprune_utils.bench.cachesim`."""
 from __future__ import annotations
 
 import subprocess
@@ -53,22 +15,25 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..bsr import to_scipy_bsr, to_scipy_csr
-from ..bsr.lean import sparsetools_path
-from ..infra.store import Schema
-from ..masks import dense_state_dict
-from . import cachegrind_driver
-from .cachegrind import CACHE, KERNELS, cache_description, per_product
-from .config import WEIGHT_FIELDS, BenchConfig, bench_store, get_config
-from .harness import MACHINE_COLUMNS, all_threads, row_provenance
-from .isa import Target
+from ...bsr import to_scipy_bsr, to_scipy_csr
+from ...bsr.lean import sparsetools_path
+from ...bsr.timing import all_threads
+from ...infra.store import Schema
+from ...masks import dense_state_dict
+from ..config import MACHINE_COLUMNS, WEIGHT_FIELDS, BenchConfig, bench_store, get_config, row_provenance
+from ..formats import FORMAT, SIMULATED
+from ..isa import Target
+from ..weights import config_model, weights_tag
+from . import driver
+from .cachegrind import CACHE, cache_description, per_product
 from .valgrind import numba_product_counts, run_cachegrind_tool, valgrind_path, valgrind_version
-from .weights import config_model, weights_tag
 
-__all__ = ["CACHE_SCHEMA", "CacheCase", "cache_cases", "cache_rows", "cachesim_rows", "run_cachegrind", "valgrind_path",
-           "valgrind_version", "write_operands", "NUMBA_FORMATS", "cache_description"]
-
-NUMBA_FORMATS = ("numba_csr", "numba_bsr")
+# the simulated formats by how they are counted: numba's JIT code (two runs differenced, at every cache batch) or named
+# library kernel functions (matrix-vector products: batch 1), and the dense one
+NUMBA_FORMATS = tuple(fmt for fmt, c in SIMULATED.items() if c.jit)
+SPARSE_LIBRARY = tuple(f.cache.fmt for f in FORMAT.values() if f.cache and not f.cache.jit and not f.dense)
+DENSE = next(f.cache.fmt for f in FORMAT.values() if f.cache and f.dense)
+KERNELS = {fmt: c.kernel for fmt, c in SIMULATED.items()}  # part of the store's hash
 CACHE_SCHEMA = Schema(
     key=("matrix", "format", "batch", "n"),
     values=("family", "layer", "round", "weights", "density", "rows", "cols", "nnz", "nnz_blocks", "k", "fmt",
@@ -76,9 +41,6 @@ CACHE_SCHEMA = Schema(
             "ll_local_miss_ratio", "kernel_functions", "counted_target", "counted_isa", "timed_target", "cache", "valgrind",
             "method", "ok", "error", *MACHINE_COLUMNS),
 )
-# What machine code a scipy / OpenBLAS row counts (a numba row names the target it compiled for).
-COUNTED = {"csr": "scipy's compiled sparsetools (the timed binary)", "bsr": "scipy's compiled sparsetools (the timed binary)",
-           "dense": "OpenBLAS sgemv, the kernel it picks for the CPU valgrind presents (AVX2 at most)"}
 METHOD = {"scipy": "cachegrind per-function counts of the product kernel, warm caches",
           "numba": "cachegrind counts of the JIT code, run of 2n products minus run of n, warm caches"}
 
@@ -103,9 +65,9 @@ def write_operands(path, weight, k: int, x=None) -> dict:
 
 
 def driver_args(npz, fmt: str, n: int) -> list[str]:
-    """The arguments of :mod:`.cachegrind_driver` for one operand file and format."""
+    """The arguments of :mod:`.driver` for one operand file and format."""
     args = ["--npz", str(npz), "--fmt", fmt, "--n", str(n)]
-    if fmt != "dense":
+    if fmt != DENSE:
         path = sparsetools_path()
         if path is None:
             raise RuntimeError("this scipy has no compiled sparse kernels (_sparsetools): no csr/bsr cache simulation")
@@ -122,7 +84,7 @@ def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = TIMEOUT_S, batch
                    target: Target | None = None) -> dict:
     """Run the driver of ``fmt`` under cachegrind; per-product counts of its kernel
     (scipy / OpenBLAS: by function; numba: two runs differenced, the kernel compiled
-    for :func:`~.isa.valgrind_target` of ``target``, default this process's numba
+    for :func:`~blockprune_utils.bench.isa.valgrind_target` of ``target``, default this process's numba
     target), and which code was counted (``counted_target``)."""
     if valgrind_path() is None:
         raise RuntimeError("valgrind is not installed (apt-get install valgrind): no cache simulation")
@@ -132,12 +94,12 @@ def run_cachegrind(npz, fmt: str, n: int = 20, timeout: float = TIMEOUT_S, batch
         return numba_product_counts(npz, fmt, n, batch, timeout=timeout, target=target)
     if batch != 1:
         raise ValueError(f"the {fmt} driver runs matrix-vector products only (batch 1), got batch {batch}")
-    cg = run_cachegrind_tool(cachegrind_driver.__file__, driver_args(npz, fmt, n), timeout)
+    cg = run_cachegrind_tool(driver.__file__, driver_args(npz, fmt, n), timeout)
     kernel = cg.select(KERNELS[fmt])
     if kernel["Ir"] == 0:
         raise RuntimeError(f"no {fmt} kernel function ({KERNELS[fmt]!r}) in the cachegrind output: is the library stripped?")
     return {"fmt": fmt, "n_products": n, **per_product(kernel, n), "kernel_functions": "; ".join(cg.matching(KERNELS[fmt])),
-            "counted_target": COUNTED[fmt], "counted_isa": None, "timed_target": None}
+            "counted_target": SIMULATED[fmt].counted, "counted_isa": None, "timed_target": None}
 
 
 @dataclass(frozen=True)
@@ -223,12 +185,12 @@ def cache_cases(cfg: BenchConfig) -> list[CacheCase]:
             meta = {"family": "lenet", "layer": "fc1", "round": int(r), "weights": source,
                     "density": float(torch.count_nonzero(w)) / w.numel()}
             name = f"lenet-fc1-k{k}-r{r}-{weights_tag(source)}"
-            for fmt in ("csr", "bsr"):
+            for fmt in SPARSE_LIBRARY:
                 cases.append(CacheCase(name, fmt, w, int(k), meta))
             for b in cfg.cache_batches:
                 cases += [CacheCase(name, fmt, w, int(k), meta, int(b)) for fmt in NUMBA_FORMATS]
-            if cfg.cache_dense and not any(c.fmt == "dense" for c in cases):
-                cases.append(CacheCase(name, "dense", w, int(k), meta))
+            if cfg.cache_dense and not any(c.fmt == DENSE for c in cases):
+                cases.append(CacheCase(name, DENSE, w, int(k), meta))
     return cases
 
 

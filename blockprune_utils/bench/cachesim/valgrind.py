@@ -4,14 +4,14 @@ cache, and the two-run measurement of the numba kernels.
 :func:`cachegrind_command` / :func:`run_cachegrind_tool` run one driver file
 (``python -P driver ...``, so that neither the package nor torch is imported) and
 parse its ``cachegrind.out``.  :func:`numba_product_counts` runs
-:mod:`.cachegrind_numba_driver` twice - ``n`` and ``2 n`` counted products, after
+:mod:`.numba_driver` twice - ``n`` and ``2 n`` counted products, after
 one warm-up product - and returns the difference of the counts of the JIT code
 per product: the start-up, the imports, loading the kernel and the warm-up are the
 same in both runs and cancel.  The two runs go side by side on two cores (each is
 a single-threaded simulation).
 
 Which machine code is counted: the child compiles the kernels for
-:func:`~.isa.valgrind_target` of the timed target - the same CPU name, limited to
+:func:`~blockprune_utils.bench.isa.valgrind_target` of the timed target - the same CPU name, limited to
 the instruction sets valgrind decodes (AVX2 and FMA at most: no release decodes
 AVX-512).  On an AVX2 host that is the very code the timings ran; on an AVX-512
 host it is the same kernel built for AVX2, and the result says so
@@ -31,10 +31,11 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..bsr import jit
-from . import cachegrind_numba_driver
-from .cachegrind import CACHE, KERNELS, Cachegrind, difference, parse_cachegrind, per_product
-from .isa import Target, numba_target, valgrind_target
+from ...bsr import jit
+from ..formats import SIMULATED
+from ..isa import Target, numba_target, valgrind_target
+from . import numba_driver
+from .cachegrind import CACHE, Cachegrind, difference, parse_cachegrind, per_product
 
 
 def valgrind_path() -> str | None:
@@ -85,7 +86,7 @@ def warm_numba_driver(npz, fmt: str, batch: int, env: dict, timeout: float = 600
     kernel for that target into its disk cache, where the runs under valgrind find it.
     Returns the driver's report, after checking that its numba used that target."""
     safe_path = ["-P"] if sys.version_info >= (3, 11) else []
-    cmd = [sys.executable, *safe_path, str(Path(cachegrind_numba_driver.__file__).resolve()),
+    cmd = [sys.executable, *safe_path, str(Path(numba_driver.__file__).resolve()),
            *map(str, numba_driver_args(npz, fmt, 1, batch))]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **env})
     if proc.returncode != 0 or not proc.stdout.strip():
@@ -101,9 +102,10 @@ def warm_numba_driver(npz, fmt: str, batch: int, env: dict, timeout: float = 600
 def numba_product_counts(npz, fmt: str, n: int, batch: int = 1, timeout: float = 900,
                          target: Target | None = None) -> dict:
     """Per-product counts of a numba kernel: runs of ``n`` and ``2 n`` products, the
-    counts of the JIT code (:data:`~.cachegrind.KERNELS`) differenced, divided by n.
+    counts of the JIT code (the format's ``kernel`` in
+    :data:`~blockprune_utils.bench.formats.SIMULATED`) differenced, divided by n.
     ``target``: the timed target (default: this process's); the kernel is counted as
-    compiled for :func:`~.isa.valgrind_target` of it (``counted_target``)."""
+    compiled for :func:`~blockprune_utils.bench.isa.valgrind_target` of it (``counted_target``)."""
     if n < 1:
         raise ValueError(f"n must be >= 1 products, got {n}")
     timed = target or numba_target()
@@ -113,7 +115,7 @@ def numba_product_counts(npz, fmt: str, n: int, batch: int = 1, timeout: float =
 
     def run(reps: int) -> Cachegrind:
         args = numba_driver_args(npz, fmt, reps, batch)
-        return run_cachegrind_tool(cachegrind_numba_driver.__file__, args, timeout, env).select(KERNELS[fmt])
+        return run_cachegrind_tool(numba_driver.__file__, args, timeout, env).select(SIMULATED[fmt].kernel)
 
     # the two runs side by side where there are two cores: the simulated counts do not depend on it
     with ThreadPoolExecutor(max_workers=min(2, os.cpu_count() or 1)) as pool:

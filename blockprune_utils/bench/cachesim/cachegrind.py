@@ -1,6 +1,7 @@
-"""Reading valgrind cachegrind output: the simulated cache, the kernel functions of
-each format (scipy's compiled kernels, OpenBLAS, numba's JIT code), and the parser
-of ``cachegrind.out`` files."""
+"""Reading valgrind cachegrind output: the simulated cache and the parser of
+``cachegrind.out`` files.  Which functions' counts make up one product of each format
+(scipy's compiled kernels, OpenBLAS, numba's JIT code) is declared with the formats
+(:data:`blockprune_utils.bench.formats.SIMULATED`)."""
 from __future__ import annotations
 
 import re
@@ -11,22 +12,6 @@ from dataclasses import dataclass, field
 # 8-way).  cachegrind models two levels only, so the shared L3 is not simulated.
 CACHE = {"I1": (32768, 8, 64), "D1": (32768, 8, 64), "LL": (524288, 8, 64)}
 
-# Which functions' counts make up one product of each format (regular expressions
-# over cachegrind's function names).  The compiler inlines the templated kernels
-# (``csr_matvec<int, float>``) into their type-dispatch thunks, so the thunk (with
-# its few dispatch instructions) is counted too; scipy's bsr_matvec hands k=1 to
-# csr_matvec.
-# The numba kernels are JIT code without a symbol: cachegrind names it "???" (or by
-# its address); their per-product counts come from differencing two runs
-# (:mod:`.cachegrind_numba_driver`).
-JIT_CODE = r"^(?:\?\?\?|0x[0-9a-fA-F]+)$"
-KERNELS = {
-    "csr": r"\bcsr_matvec(?:<|_thunk)",
-    "bsr": r"\b(?:bsr|csr)_matvec(?:<|_thunk)",
-    "dense": r"sgemv",
-    "numba_csr": JIT_CODE,
-    "numba_bsr": JIT_CODE,
-}
 EVENTS = ("Ir", "Dr", "Dw", "D1mr", "D1mw", "DLmr", "DLmw")
 
 

@@ -2,8 +2,8 @@
 
 It imports only numpy, and loads scipy's ``_sparsetools`` extension from the path
 it is given without importing ``scipy.sparse`` (whose import would dominate the run
-under valgrind).  It is run as a file, ``python -P .../cachegrind_driver.py --npz
-... --fmt ...`` (:func:`blockprune_utils.bench.valgrind.cachegrind_command`), so
+under valgrind).  It is run as a file, ``python -P .../cachesim/driver.py --npz
+... --fmt ...`` (:func:`blockprune_utils.bench.cachesim.valgrind.cachegrind_command`), so
 that neither the package nor torch is imported.  Before the counted products it
 reads every operand once with numpy reductions (other functions, not counted), so
 the counts are those of the warm steady state of repeated inference.
@@ -52,7 +52,7 @@ def product_of(z, fmt: str, sparsetools: str | None):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="cachegrind_driver")
+    p = argparse.ArgumentParser(prog="cachesim/driver.py")
     p.add_argument("--npz", required=True)
     p.add_argument("--fmt", required=True, choices=FORMATS)
     p.add_argument("--n", type=int, default=20)

@@ -79,7 +79,7 @@ def operands(z, fmt: str, batch: int):
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="cachegrind_numba_driver")
+    p = argparse.ArgumentParser(prog="cachesim/numba_driver.py")
     p.add_argument("--npz", required=True)
     p.add_argument("--fmt", required=True, choices=FORMATS)
     p.add_argument("--n", type=int, default=20)
