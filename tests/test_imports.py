@@ -13,8 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "blockprune_utils"
 # bottom first; a module may import its own layer and the layers before it
 LAYERS = (("infra",), ("blocks", "pruning", "masks", "schedule"), ("models", "data", "train"), ("bsr",), ("studies",),
           ("bench",), ("sweep",), ("plots",), ("pretrained",), ("lab",), ("book",))
-# a circle that stays for now: to_bsr_model(backend="auto") asks bsr.auto, which builds models with bsr.layers
-KNOWN_CIRCLES = ({"bsr.auto", "bsr.layers"},)
+KNOWN_CIRCLES = ()  # pairs of modules allowed to import each other (none)
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

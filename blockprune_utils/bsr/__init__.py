@@ -1,8 +1,8 @@
 """Block Sparse Row storage and inference: conversion of block-pruned weights to
 scipy / torch BSR (and CSR for comparison) and storage bytes (:mod:`.convert`); the
 numba BSR / CSR kernels (:mod:`.jit`, checked in :mod:`.kernels`) and the fused
-whole-model forward (:mod:`.fused`); torch modules - BSRLinear, FusedMLP,
-to_bsr_model (:mod:`.layers`), which Linear layers of any model can be swapped
+whole-model forward (:mod:`.fused`); torch modules - BSRLinear, FusedMLP
+(:mod:`.layers`), to_bsr_model (:mod:`.model`), which Linear layers of any model can be swapped
 (:mod:`.swap`) and multi-head attention with a BSR output projection
 (:mod:`.attention`); the lean numpy inference path of pruned MLPs (:mod:`.lean`);
 the measured per-layer backend choice (:mod:`.auto`) and the timing helpers both use
@@ -25,8 +25,9 @@ from .convert import (
 )
 from .fused import TILE, NumbaMLP
 from .kernels import MAX_K, KernelArrays, bsr_matmul, csr_matmul, kernel_arrays
-from .layers import AUTO, BACKENDS, FUSED, BSRLinear, FusedMLP, backends_of, to_bsr_model, unsupported
+from .layers import AUTO, BACKENDS, FUSED, BSRLinear, FusedMLP, backends_of, unsupported
 from .lean import LEAN_FORMATS, LeanLayer, LeanMLP, lean_kernel, linear_layers, reference_forward
+from .model import to_bsr_model
 from .sparse_linear import BlockSparseLinear
 from .sparse_training import crossover_density, sparse_layers
 from .summary import backend_table, compare_models, storage_table

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from ..masks import dense_state_dict
-from .layers import BACKENDS, FUSED, BSRLinear, to_bsr_model, unsupported
+from .layers import BACKENDS, FUSED, BSRLinear, convert_model, unsupported
 from .lean import LEAN_FORMATS, LeanLayer, LeanMLP, linear_layers, reference_forward
 from .timing import KERNEL_ERRORS, RTOL, as_numpy, close_enough, measurably_faster, num_threads, time_calls
 
@@ -148,7 +148,7 @@ def _verify_on_model(model, k, batch, path, choice, failed, rows, *, budget_s, m
     fns = {}
     for label, c in unique.items():
         try:  # a model that is not a plain MLP has no fused form; a format may not hold a layer
-            net = to_bsr_model(model, k, backend=c) if path == "module" else LeanMLP(model, k, c, layers=names)
+            net = convert_model(model, k, backend=c) if path == "module" else LeanMLP(model, k, c, layers=names)
         except KERNEL_ERRORS:
             continue
         fn = functools.partial(net, x if path == "module" else x.numpy())

@@ -5,9 +5,10 @@
   (``"numba"``) or a dense copy (``"dense"``).
 * :class:`FusedMLP` - a whole pruned MLP (Linear, ReLU, ..., Linear on the
   flattened input) as ONE compiled call of :class:`~.fused.NumbaMLP`.
-* :func:`to_bsr_model` - a copy of a pruned model with its Linear layers converted
+* :func:`convert_model` - a copy of a pruned model with its Linear layers converted
   (any backend above per layer), or, with ``backend="fused"``, the model as one
-  :class:`FusedMLP`, checked first against the model's own forward.
+  :class:`FusedMLP`, checked first against the model's own forward; the public
+  :func:`~.model.to_bsr_model` adds the measured choice (``"auto"``).
 
 Shapes that k does not divide are exact in every backend (padding: see
 :mod:`.convert`; the numba kernels never touch the padding).  ``numba`` and
@@ -38,8 +39,8 @@ from ..masks import dense_state_dict
 from .attention import BSRMultiheadAttention
 from .convert import padded_shape, to_scipy_bsr, to_torch_bsr
 from .fused import TILE, NumbaMLP
-from .jit import bsr_kernel, check_k
-from .kernels import kernel_arrays
+from .jit import check_k
+from .kernels import bsr_kernel, kernel_arrays
 from .lean import linear_layers, reference_forward
 from .swap import places_of, swap_plan, switch_off_fast_paths
 from .timing import RTOL, close_enough
@@ -168,7 +169,7 @@ class FusedMLP(nn.Module):
     (default every Linear of the model); ``k`` one block size (or a dict giving
     every layer the same).  Inference only, float32; takes (batch, ...) tensors and
     returns (batch, out_features) in the input's dtype.  It does not know the
-    model's forward: :func:`to_bsr_model` checks that the two agree before it
+    model's forward: :func:`~.model.to_bsr_model` checks that the two agree before it
     hands one out."""
 
     def __init__(self, model: nn.Module, k, layers=None, fmt: str = "bsr", tile: int = TILE):
@@ -219,35 +220,11 @@ def _choices(names, backend) -> dict[str, str]:
     return chosen
 
 
-def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None, auto_options=None) -> nn.Module:
-    """A copy of ``model`` in eval mode whose (masked) Linear layers are BSRLinear.
-
-    Works on any ``nn.Module``: ``k`` is one block size or a dict layer-name -> k;
-    ``backend`` one of :data:`BACKENDS`, ``"auto"``, or a dict layer-name -> backend.
-    ``layers`` defaults to every Linear layer.  Masks are read from the pruned
-    weights' zero pattern at block granularity.  A layer held in several places (a
-    shared module) is swapped everywhere for one BSR layer.  A layer that some module
-    reads the weight of directly (a weight tied to an embedding, a custom module
-    reading ``self.fc.weight``) stays dense, and one warning names each such layer
-    and the reason (:mod:`.swap`).  The output projection of an
-    ``nn.MultiheadAttention`` is converted, the attention module around it replaced by
-    a :class:`~.attention.BSRMultiheadAttention` that calls it; torch's fused
-    transformer inference paths, which read the weights too, are switched off in
-    the copy.  ``backends_of(result)`` says which
-    backend each layer got.
-
-    ``backend="auto"`` picks each layer's backend by a short measurement
-    (:func:`~.auto.auto_choice`) at the number of rows that reach the layer when the
-    model runs on ``example`` (an input tensor, or a shape for a float32 normal
-    one; ``auto_options``: keyword arguments of the measurement, such as a longer
-    ``budget_s`` on a busy machine); a backend that cannot hold a layer
-    (:func:`unsupported`) is never picked, while naming such a backend explicitly is
-    a ValueError.  ``backend="fused"``
-    (or a dict giving every layer ``"fused"``) returns instead a :class:`FusedMLP` of
-    the whole model, after checking on a random input that the model's forward is
-    Linear, ReLU, ..., Linear over ``layers`` (a ValueError names the deviation
-    otherwise).
-    """
+def convert_model(model: nn.Module, k, backend="torch", layers=None, measure=None) -> nn.Module:
+    """:func:`~.model.to_bsr_model`'s conversion (see there), with ``measure`` the
+    function that picks the backends of the layers given ``"auto"``:
+    ``measure(model_copy, {name: k}, names) -> {name: backend}``; without it
+    ``"auto"`` is refused."""
     bsr_model = copy.deepcopy(model).eval()
     names = list(layers or [n for n, m in bsr_model.named_modules() if isinstance(m, nn.Linear)])
     chosen = _choices(names, backend)
@@ -261,7 +238,7 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None
     dense = {n: s.reason for n, s in plan.items() if s.reason and s.name == n}
     if dense:
         warnings.warn("to_bsr_model leaves these Linear layers dense: "
-                      + "; ".join(f"{n!r}: {r}" for n, r in dense.items()), stacklevel=2)
+                      + "; ".join(f"{n!r}: {r}" for n, r in dense.items()), stacklevel=3)
     todo = [n for n, s in plan.items() if s.name == n and not s.reason]
     ks = {n: check_block_size(k[n] if isinstance(k, Mapping) else k) for n in todo}
     for n in todo:
@@ -274,10 +251,10 @@ def to_bsr_model(model: nn.Module, k, backend="torch", layers=None, example=None
             raise ValueError(f"backend {chosen[n]!r} cannot hold layer {n!r} with k={ks[n]}: {why}; "
                              f"choose another of {BACKENDS} or backend='auto'")
     if any(chosen[n] == AUTO for n in todo):
-        from .auto import auto_layer_backends  # auto builds on this module
-
+        if measure is None:
+            raise ValueError("backend='auto' is chosen by measurement: convert with blockprune_utils.bsr.to_bsr_model")
         auto = [n for n in todo if chosen[n] == AUTO]
-        chosen.update(auto_layer_backends(bsr_model, {n: ks[n] for n in auto}, example, auto, **(auto_options or {})))
+        chosen.update(measure(bsr_model, {n: ks[n] for n in auto}, auto))
     attention = {n: places_of(bsr_model, plan[n].attention) for n in todo if plan[n].attention is not None}
     for n in todo:
         bsr = BSRLinear.from_linear(plan[n].module, ks[n], backend=chosen[n])

@@ -11,7 +11,8 @@ from torch import nn
 
 from ..masks import dense_state_dict, remove_masks
 from .convert import storage_bytes
-from .layers import AUTO, BACKENDS, backends_of, to_bsr_model, unsupported
+from .layers import AUTO, BACKENDS, backends_of, unsupported
+from .model import to_bsr_model
 from .timing import num_threads, time_calls
 
 
