@@ -60,6 +60,34 @@ def transposed_structure(indices: np.ndarray, indptr: np.ndarray, n_block_cols: 
     return np.ascontiguousarray(rows[perm], np.int32), ptr, perm
 
 
+@njit(inline="always")
+def _operands(blocks, x, y, step):
+    """(k, n_in, n_out, B, the first B - B % step samples (those the vector loops take),
+    flat views of the blocks (nnzb, k, k), of x (n_in, B) and of y (n_out, B))."""
+    B = x.shape[1]
+    return (blocks.shape[1], x.shape[0], y.shape[0], B, B - B % step,
+            blocks.reshape(blocks.size), x.reshape(x.size), y.reshape(y.size))
+
+
+@njit(inline="always")
+def _span(i, K, n):
+    """(first index, length) of block i of size K along an axis of n entries (the last block may be cut short)."""
+    start = np.int64(i) * K
+    return start, min(K, n - start)
+
+
+@njit(inline="always")
+def _grad_tile(gf, o, K, dyf, yo, xf, xo, B, rr, CC):
+    """``gf[o + q*K + c] = dy row q . x row c`` (flat dy rows from ``yo``, x rows from
+    ``xo``, both with stride B) over the first B - B % 8 samples, for q < rr <= ROWS and
+    c < CC (literal): one ROWS x CC register tile when rr == ROWS, else row by row."""
+    if rr == ROWS:
+        dot_tile(gf, o, K, 1, dyf, yo, B, xf, xo, B, B, ROWS, CC)
+    else:
+        for q in range(rr):
+            dot_tile(gf, o + q * K, K, 1, dyf, yo + q * B, B, xf, xo, B, B, 1, CC)
+
+
 @functools.lru_cache(maxsize=None)
 def block_apply_kernel(parallel: bool):
     """The compiled ``(data, ar, ac, indices, indptr, perm, x, y, bias, relu)``: for
@@ -72,22 +100,17 @@ def block_apply_kernel(parallel: bool):
 
     def block_apply(data, ar, ac, indices, indptr, perm, x, y, bias, relu):
         _ = tag
-        K = data.shape[1]
+        K, n_in, n_out, B, BW, flat, xf, yf = _operands(data, x, y, CHUNK)
         KK = K * K
-        flat, xf, yf = data.reshape(data.size), x.reshape(x.size), y.reshape(y.size)
-        n_in, n_out, B = x.shape[0], y.shape[0], x.shape[1]
-        BW = B - B % CHUNK
         for i in prange(indptr.shape[0] - 1):
-            row0 = i * K
-            nr = min(K, n_out - row0)
+            row0, nr = _span(i, K, n_out)
             for r in range(row0, row0 + nr):
                 v = bias[r] if bias.shape[0] > 0 else np.float32(0.0)
                 for b in range(B):
                     y[r, b] = v
             for p in range(indptr[i], indptr[i + 1]):
                 base = (np.int64(perm[p]) if perm.shape[0] > 0 else np.int64(p)) * KK
-                c0 = np.int64(indices[p]) * K
-                nc = min(K, n_in - c0)
+                c0, nc = _span(indices[p], K, n_in)
                 for b0 in range(0, BW, CHUNK):  # x's chunk (nc rows of 16 samples) stays in L1 for every row tile
                     r = 0
                     while r + ROWS <= nr:
@@ -121,18 +144,13 @@ def block_grad_kernel(parallel: bool):
 
     def block_grad(dy, x, indices, indptr, g):
         _ = tag
-        K = g.shape[1]
+        K, n_in, n_out, B, B8, gf, xf, dyf = _operands(g, x, dy, LANES)
         KK = K * K
-        gf, dyf, xf = g.reshape(g.size), dy.reshape(dy.size), x.reshape(x.size)
-        n_in, n_out, B = x.shape[0], dy.shape[0], x.shape[1]
-        B8 = B - B % LANES
         for i in prange(indptr.shape[0] - 1):
-            row0 = np.int64(i) * K
-            nr = min(K, n_out - row0)
+            row0, nr = _span(i, K, n_out)
             for p in range(indptr[i], indptr[i + 1]):
                 base = np.int64(p) * KK
-                c0 = np.int64(indices[p]) * K
-                nc = min(K, n_in - c0)
+                c0, nc = _span(indices[p], K, n_in)
                 if nr < K or nc < K:
                     for t in range(KK):
                         gf[base + t] = 0.0
@@ -141,20 +159,10 @@ def block_grad_kernel(parallel: bool):
                     rr = min(ROWS, nr - r)
                     c = 0
                     while c + 2 <= nc:
-                        o, yo, xo = base + r * K + c, (row0 + r) * B, (c0 + c) * B
-                        if rr == ROWS:
-                            dot_tile(gf, o, K, 1, dyf, yo, B, xf, xo, B, B, ROWS, 2)
-                        else:
-                            for q in range(rr):
-                                dot_tile(gf, o + q * K, K, 1, dyf, yo + q * B, B, xf, xo, B, B, 1, 2)
+                        _grad_tile(gf, base + r * K + c, K, dyf, (row0 + r) * B, xf, (c0 + c) * B, B, rr, 2)
                         c += 2
                     if c < nc:
-                        o, yo, xo = base + r * K + c, (row0 + r) * B, (c0 + c) * B
-                        if rr == ROWS:
-                            dot_tile(gf, o, K, 1, dyf, yo, B, xf, xo, B, B, ROWS, 1)
-                        else:
-                            for q in range(rr):
-                                dot_tile(gf, o + q * K, K, 1, dyf, yo + q * B, B, xf, xo, B, B, 1, 1)
+                        _grad_tile(gf, base + r * K + c, K, dyf, (row0 + r) * B, xf, (c0 + c) * B, B, rr, 1)
                     r += rr
                 if B8 < B:
                     for r in range(nr):

@@ -28,6 +28,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 LANES = 8  # lanes per accumulator of dot_tile
+_I64 = ir.IntType(64)  # the intp of the offsets and strides
 
 
 def _ptr(context, builder, arrty, arr, off, vec):
@@ -57,23 +58,35 @@ def _literal(t):
     return t.literal_value if isinstance(t, types.IntegerLiteral) else None
 
 
+def _vector_op(args, arrays, m, n, width, emit):
+    """The typing of a vector intrinsic ``op(*args, m, n)``: None unless the ``args``
+    at the positions ``arrays`` are 1-D arrays of one float dtype and ``m``, ``n``
+    integer literals; else its signature (void; the other ``args`` as intp) and a
+    codegen that calls ``emit(context, builder, sig, values, vec, fma, m, n)`` with
+    the run-time ``values`` of ``args``, ``vec`` the vector type of ``width(m, n)``
+    lanes of the arrays' dtype and ``fma`` its fused multiply-add, m and n as ints."""
+    m_, n_ = _literal(m), _literal(n)
+    if m_ is None or n_ is None or not _same_float(*(args[i] for i in arrays)):
+        return None
+
+    def codegen(context, builder, sig, values):
+        vec = ir.VectorType(context.get_data_type(sig.args[arrays[0]].dtype), width(m_, n_))
+        emit(context, builder, sig, values[:len(args)], vec, _fma(builder, vec), m_, n_)
+        return context.get_dummy_value()
+
+    return types.void(*(a if i in arrays else types.intp for i, a in enumerate(args)), m, n), codegen
+
+
 @intrinsic
 def rows_axpy(typingctx, y, yoff, ys, a, aoff, ar, ac, x, xoff, xs, nc, RR, W):
     """For r < RR: ``y[yoff + r*ys : +W] += sum_{c < nc} a[aoff + r*ar + c*ac] * x[xoff + c*xs : +W]``
     with the RR accumulators in registers (y, a, x: 1-D float32 arrays; RR, W literal)."""
-    rr_, w_ = _literal(RR), _literal(W)
-    if rr_ is None or w_ is None or not _same_float(y, a, x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        y_, yoff_, ys_, a_, aoff_, ar_, ac_, x_, xoff_, xs_, nc_ = args[:11]
-        vec = ir.VectorType(context.get_data_type(sig.args[0].dtype), w_)
-        fma = _fma(builder, vec)
-        i64 = ir.IntType(64)
+    def emit(context, builder, sig, values, vec, fma, rr_, w_):
+        y_, yoff_, ys_, a_, aoff_, ar_, ac_, x_, xoff_, xs_, nc_ = values
         accs = []
         for r in range(rr_):
             slot = cgutils.alloca_once(builder, vec)
-            off = builder.add(yoff_, builder.mul(ys_, i64(r)))
+            off = builder.add(yoff_, builder.mul(ys_, _I64(r)))
             builder.store(builder.load(_ptr(context, builder, sig.args[0], y_, off, vec), align=4, typ=vec), slot)
             accs.append((slot, off))
         with cgutils.for_range(builder, nc_) as loop:
@@ -82,14 +95,12 @@ def rows_axpy(typingctx, y, yoff, ys, a, aoff, ar, ac, x, xoff, xs, nc, RR, W):
                               align=4, typ=vec)
             abase = builder.add(aoff_, builder.mul(c, ac_))
             for r, (slot, _) in enumerate(accs):
-                av = builder.load(_ptr(context, builder, sig.args[3], a_, builder.add(abase, builder.mul(ar_, i64(r))), None))
+                av = builder.load(_ptr(context, builder, sig.args[3], a_, builder.add(abase, builder.mul(ar_, _I64(r))), None))
                 builder.store(builder.call(fma, [_splat(builder, av, vec), xv, builder.load(slot)]), slot)
         for slot, off in accs:
             builder.store(builder.load(slot), _ptr(context, builder, sig.args[0], y_, off, vec), align=4)
-        return context.get_dummy_value()
 
-    i = types.intp
-    return types.void(y, i, i, a, i, i, i, x, i, i, i, RR, W), codegen
+    return _vector_op((y, yoff, ys, a, aoff, ar, ac, x, xoff, xs, nc), (0, 3, 7), RR, W, lambda rr_, w_: w_, emit)
 
 
 def _hsum(builder, v):
@@ -108,25 +119,18 @@ def dot_tile(typingctx, g, goff, gr, gc, dy, dyoff, dys, x, xoff, xs, n, RR, CC)
     """For r < RR, c < CC: ``g[goff + r*gr + c*gc] = sum_{b < n - n % 8} dy[dyoff + r*dys + b] *
     x[xoff + c*xs + b]`` (overwrites g; the caller adds the last n % 8 samples), RR*CC
     accumulators of 8 lanes in registers (RR, CC literal)."""
-    rr_, cc_ = _literal(RR), _literal(CC)
-    if rr_ is None or cc_ is None or not _same_float(g, dy, x):
-        return None
-
-    def codegen(context, builder, sig, args):
-        g_, goff_, gr_, gc_, dy_, dyoff_, dys_, x_, xoff_, xs_, n_ = args[:11]
-        vec = ir.VectorType(context.get_data_type(sig.args[0].dtype), LANES)
-        fma = _fma(builder, vec)
-        i64 = ir.IntType(64)
+    def emit(context, builder, sig, values, vec, fma, rr_, cc_):
+        g_, goff_, gr_, gc_, dy_, dyoff_, dys_, x_, xoff_, xs_, n_ = values
         slots = [[cgutils.alloca_once(builder, vec) for _ in range(cc_)] for _ in range(rr_)]
         zero = ir.Constant(vec, [0.0] * LANES)
         for row in slots:
             for s in row:
                 builder.store(zero, s)
-        steps = builder.udiv(n_, i64(LANES))
+        steps = builder.udiv(n_, _I64(LANES))
         with cgutils.for_range(builder, steps) as loop:
-            b = builder.mul(loop.index, i64(LANES))
+            b = builder.mul(loop.index, _I64(LANES))
             def row(n, arr, off, stride, r):
-                p = _ptr(context, builder, sig.args[n], arr, builder.add(builder.add(off, builder.mul(stride, i64(r))), b), vec)
+                p = _ptr(context, builder, sig.args[n], arr, builder.add(builder.add(off, builder.mul(stride, _I64(r))), b), vec)
                 return builder.load(p, align=4, typ=vec)
 
             dv = [row(4, dy_, dyoff_, dys_, r) for r in range(rr_)]
@@ -137,9 +141,7 @@ def dot_tile(typingctx, g, goff, gr, gc, dy, dyoff, dys, x, xoff, xs, n, RR, CC)
                     builder.store(builder.call(fma, [dv[r], xv[c], builder.load(s)]), s)
         for r in range(rr_):
             for c in range(cc_):
-                off = builder.add(goff_, builder.add(builder.mul(gr_, i64(r)), builder.mul(gc_, i64(c))))
+                off = builder.add(goff_, builder.add(builder.mul(gr_, _I64(r)), builder.mul(gc_, _I64(c))))
                 builder.store(_hsum(builder, builder.load(slots[r][c])), _ptr(context, builder, sig.args[0], g_, off, None))
-        return context.get_dummy_value()
 
-    i = types.intp
-    return types.void(g, i, i, i, dy, i, i, x, i, i, i, RR, CC), codegen
+    return _vector_op((g, goff, gr, gc, dy, dyoff, dys, x, xoff, xs, n), (0, 4, 7), RR, CC, lambda rr_, cc_: LANES, emit)

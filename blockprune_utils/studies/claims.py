@@ -162,48 +162,56 @@ def lenet_rows(summary: pd.DataFrame | None, datasets=("mnist", "fashion_mnist")
     return out
 
 
-def speed_row(speed: pd.DataFrame | None, quick: bool = False) -> dict:
-    """Fastest BSR product against the fastest CSR product of the same matrix and batch
-    (``bsr_speedup_fc1.csv``), k >= 2."""
-    claim = "BSR makes the sparse product faster than CSR"
-    paper = "BSR is \"more effective for storage and computation compared to CSR\" (timings not retrieved)"
+def _bsr_vs_csr_row(claim: str, paper: str, rule: str, ratio: pd.Series | None, quick: bool, lead: str) -> dict:
+    """The row of a claim that BSR does better than CSR, judged by :func:`judge_share`
+    over the cases of ``ratio`` (CSR / BSR per case; None or empty: not measured): the
+    numbers are ``lead`` (its ``{wins}`` and ``{n}`` filled in) and the ratio's median
+    and range."""
     if quick:
-        return _row(claim, paper, RULES["share"], QUICK_RUN, QUICK_RUN)
+        return _row(claim, paper, rule, QUICK_RUN, QUICK_RUN)
+    if ratio is None or ratio.empty:
+        return _row(claim, paper, rule, NOT_MEASURED, NOT_MEASURED)
+    wins = int((ratio > 1).sum())
+    return _row(claim, paper, rule, lead.format(wins=wins, n=len(ratio)) +
+                f" median {ratio.median():.2f} (range {ratio.min():.2f}-{ratio.max():.2f})", judge_share(wins, len(ratio)))
+
+
+def _speed_ratio(speed: pd.DataFrame | None) -> pd.Series | None:
+    """The fastest CSR time over the fastest BSR time per (matrix, batch, threads) case with k >= 2."""
     if speed is None or speed.empty:
-        return _row(claim, paper, RULES["share"], NOT_MEASURED, NOT_MEASURED)
+        return None
     s = speed[speed["k"] >= 2].copy()
     s["kind"] = s["format"].str.contains("bsr").map({True: "bsr", False: "other"})
     s.loc[s["format"].str.contains("csr"), "kind"] = "csr"
     best = s[s["kind"] != "other"].groupby(["matrix", "batch", "threads_label", "kind"])["median_ns"].min().unstack()
     best = best.dropna() if {"bsr", "csr"} <= set(best.columns) else best.iloc[0:0]
-    if best.empty:
-        return _row(claim, paper, RULES["share"], NOT_MEASURED, NOT_MEASURED)
-    ratio = best["csr"] / best["bsr"]
-    wins = int((ratio > 1).sum())
-    return _row(claim, paper, RULES["share"],
-                f"fc1 of the pruned LeNet: the fastest BSR beats the fastest CSR in {wins} of {len(ratio)} cases; "
-                f"CSR time / BSR time median {ratio.median():.2f} (range {ratio.min():.2f}-{ratio.max():.2f})",
-                judge_share(wins, len(ratio)))
+    return None if best.empty else best["csr"] / best["bsr"]
+
+
+def speed_row(speed: pd.DataFrame | None, quick: bool = False) -> dict:
+    """Fastest BSR product against the fastest CSR product of the same matrix and batch
+    (``bsr_speedup_fc1.csv``), k >= 2."""
+    return _bsr_vs_csr_row("BSR makes the sparse product faster than CSR",
+                           "BSR is \"more effective for storage and computation compared to CSR\" (timings not retrieved)",
+                           RULES["share"], None if quick else _speed_ratio(speed), quick,
+                           "fc1 of the pruned LeNet: the fastest BSR beats the fastest CSR in {wins} of {n} cases; "
+                           "CSR time / BSR time")
+
+
+def _cache_ratio(cache: pd.DataFrame | None) -> pd.Series | None:
+    """CSR's L1 data misses over BSR's per matrix (the fewest of each over k >= 2)."""
+    if cache is None or cache.empty or not {"bsr", "csr"} <= set(cache["fmt"]):
+        return None
+    c = cache[cache["k"] >= 2].pivot_table(index="matrix", columns="fmt", values="d1_misses", aggfunc="min")
+    c = c.dropna(subset=["bsr", "csr"])
+    return c["csr"] / c["bsr"]
 
 
 def cache_row(cache: pd.DataFrame | None, quick: bool = False) -> dict:
     """L1 data-cache misses per product, CSR against BSR (``bsr_cache_misses.csv``)."""
-    claim = "BSR uses the cache better than CSR"
-    paper = "\"cache hit ratio experiments\" (numbers not retrieved)"
-    if quick:
-        return _row(claim, paper, RULES["cache"], QUICK_RUN, QUICK_RUN)
-    if cache is None or cache.empty or not {"bsr", "csr"} <= set(cache["fmt"]):
-        return _row(claim, paper, RULES["cache"], NOT_MEASURED, NOT_MEASURED)
-    c = cache[cache["k"] >= 2].pivot_table(index="matrix", columns="fmt", values="d1_misses", aggfunc="min")
-    c = c.dropna(subset=["bsr", "csr"])
-    if c.empty:
-        return _row(claim, paper, RULES["cache"], NOT_MEASURED, NOT_MEASURED)
-    ratio = c["csr"] / c["bsr"]
-    wins = int((ratio > 1).sum())
-    return _row(claim, paper, RULES["cache"],
-                f"cachegrind, fc1: BSR has fewer L1 data misses in {wins} of {len(ratio)} matrices; CSR misses / BSR "
-                f"misses median {ratio.median():.2f} (range {ratio.min():.2f}-{ratio.max():.2f})",
-                judge_share(wins, len(ratio)))
+    return _bsr_vs_csr_row("BSR uses the cache better than CSR", "\"cache hit ratio experiments\" (numbers not retrieved)",
+                           RULES["cache"], None if quick else _cache_ratio(cache), quick,
+                           "cachegrind, fc1: BSR has fewer L1 data misses in {wins} of {n} matrices; CSR misses / BSR misses")
 
 
 def cifar_row(folder: Path) -> dict:

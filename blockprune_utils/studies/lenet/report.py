@@ -34,6 +34,26 @@ def accuracy_vs_k_caption(dataset: str, table: pd.DataFrame, seeds) -> str:
             f"{min(table['density']) * 100:.1f}% total density ({', '.join(at)}); mean ± sd over seeds {list(seeds)}.")
 
 
+# the captions of notebook 01's figures but acc_vs_k, after "LeNet-300-100 on <dataset>: ", filled in by caption()
+_CAPTIONS = {
+    "schedule_scan": "validation accuracy of the baseline schedule candidates per epoch (left) and of block pruning "
+                     "(k = {prof.scan_k}, seed 0) per round with each retraining candidate (right); the profile's choices "
+                     "are marked in the tables of notebook 01.",
+    "acc_vs_density": "test accuracy vs total weight density after each of {cfg.pruning.rounds} rounds of per-layer "
+                      "block pruning (mean |w| scores; fc1/fc2 -20%, fc3 -10% of surviving blocks per round) + "
+                      "{cfg.training.retrain.epochs} retraining epoch(s), for block sizes k={ks}; mean ± sd over "
+                      "seeds {seeds}.",
+    "random_controls": "block pruning vs random block masks with the same per-layer block counts (retrained from the "
+                       "baseline like block pruning, or trained from scratch for {cfg.training.scratch.epochs} epochs at "
+                       "rounds {scratch_rounds}), per k; mean ± sd over seeds {seeds}.",
+    "weights": "kept weights (black) of fc1, fc2, fc3 after round {cfg.pruning.rounds} of block pruning for "
+               "each block size k (seed 0), and a 60x60 zoom of fc1; the CSV gives the kept-weight counts per layer "
+               "(the full coordinates come from blockprune_utils.studies.lenet.weight_frame).",
+    "sensitivity": "test accuracy when only one layer is block-pruned to a given density from the dense baseline "
+                   "(no retraining), per block size k; mean ± sd over seeds {seeds}.",
+}
+
+
 def caption(figure: str, profile: str, dataset: str, seeds: Sequence[int], table: pd.DataFrame | None = None) -> str:
     """The caption of notebook 01's figure ``figure`` (one of :data:`FIGURES`) for a run
     of ``profile`` on ``dataset`` drawn from ``seeds``; ``acc_vs_k`` reads its rounds
@@ -41,30 +61,12 @@ def caption(figure: str, profile: str, dataset: str, seeds: Sequence[int], table
     if figure not in FIGURES:
         raise ValueError(f"no LeNet figure {figure!r}; the figures are {FIGURES}")
     prof, cfg = lenet_profile(profile), run_config(profile, dataset)
-    head = f"LeNet-300-100 on {dataset}: "
-    if figure == "schedule_scan":
-        return (head + f"validation accuracy of the baseline schedule candidates per epoch (left) and of block pruning "
-                f"(k = {prof.scan_k}, seed 0) per round with each retraining candidate (right); the profile's choices "
-                f"are marked in the tables of notebook 01.")
-    if figure == "acc_vs_density":
-        return (head + f"test accuracy vs total weight density after each of {cfg.pruning.rounds} rounds of per-layer "
-                f"block pruning (mean |w| scores; fc1/fc2 -20%, fc3 -10% of surviving blocks per round) + "
-                f"{cfg.training.retrain.epochs} retraining epoch(s), for block sizes k={list(prof.ks)}; mean ± sd over "
-                f"seeds {seeds}.")
     if figure == "acc_vs_k":
         if table is None:
             raise ValueError("the acc_vs_k caption reads its rounds off the figure's table: pass table=")
         return accuracy_vs_k_caption(dataset, table, seeds)
-    if figure == "random_controls":
-        return (head + f"block pruning vs random block masks with the same per-layer block counts (retrained from the "
-                f"baseline like block pruning, or trained from scratch for {cfg.training.scratch.epochs} epochs at "
-                f"rounds {list(cfg.pruning.scratch_rounds)}), per k; mean ± sd over seeds {seeds}.")
-    if figure == "weights":
-        return (head + f"kept weights (black) of fc1, fc2, fc3 after round {cfg.pruning.rounds} of block pruning for "
-                f"each block size k (seed 0), and a 60x60 zoom of fc1; the CSV gives the kept-weight counts per layer "
-                f"(the full coordinates come from blockprune_utils.studies.lenet.weight_frame).")
-    return (head + f"test accuracy when only one layer is block-pruned to a given density from the dense baseline "
-            f"(no retraining), per block size k; mean ± sd over seeds {seeds}.")
+    return f"LeNet-300-100 on {dataset}: " + _CAPTIONS[figure].format(
+        prof=prof, cfg=cfg, seeds=seeds, ks=list(prof.ks), scratch_rounds=list(cfg.pruning.scratch_rounds))
 
 
 # ------------------------------------------------------------- the set-up and the results table
