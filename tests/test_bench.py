@@ -331,3 +331,10 @@ def test_the_model_budget_keys_the_model_store_only():
     fields = BC.MODEL_TIMING_FIELDS
     assert (BC.bench_store("bench_model", a, MATRIX_SCHEMA, fields=fields).hash
             != BC.bench_store("bench_model", b, MATRIX_SCHEMA, fields=fields).hash)
+
+
+def test_cache_cases_refuse_numba_block_sizes_without_their_own_kernel():
+    from blockprune_utils.bench.cachesim.cases import cache_cases
+
+    with pytest.raises(ValueError, match=r"cache_ks \[16\] are above 8"):
+        cache_cases(B.get_config("quick", cache_ks=(4, 16), cache_batches=(1,)))

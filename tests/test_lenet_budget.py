@@ -129,6 +129,28 @@ def test_epochs_rule_picks_the_fewest_epochs_near_the_best():
     assert B.epochs_pick(df.iloc[:0]) is None and "no scan rows" in B.epochs_verdict(B.epochs_choice(df.iloc[:0]), 1)
 
 
+def test_epochs_rule_leaves_out_runs_still_under_way():
+    """A scan run without all its late rounds would be averaged over earlier, denser
+    rounds: it does not compete; the verdict says how far inside the tolerance the pick is."""
+    df = _scan_frame({(1, 1): 0.970, (2, 1): 0.975, (4, 1): 0.974})
+    partial = pd.concat([df[df["epochs"] != 4], df[(df["epochs"] == 4) & (df["round"] < 4)].assign(val_acc=0.99)])
+    choice = B.epochs_choice(partial)
+    assert list(choice["epochs"]) == [1, 2] and B.epochs_pick(partial) == 2
+    assert "0.10 pp inside the tolerance" in B.epochs_verdict(choice, 2)
+
+
+def test_budget_reading_words_the_sign_and_the_noise():
+    def table(gaps):  # gaps[e] = accuracy of k = 1 minus k = 6 (pp), one round
+        return pd.DataFrame([{"dataset": "mnist", "round": 16, "density": 0.029, "k": k, "epochs_per_round": e,
+                              "acc_mean": 0.95 - (k == 6) * g / 100, "acc_sd": 0.0, "n_seeds": 1}
+                             for e, g in gaps.items() for k in (1, 6)])
+    assert "shrinks" in B.budget_reading(table({1: 2.0, 8: 0.5}))
+    assert "grows" in B.budget_reading(table({1: 0.5, 8: 2.0}))
+    assert "within seed noise" in B.budget_reading(table({1: 1.0, 8: 1.1}))
+    assert "k = 6 leads k = 1 by 0.30 pp" in B.budget_reading(table({1: -0.3, 8: 1.0}))
+    assert "one epochs per round only" in B.budget_reading(table({2: 1.0}))  # one E: nothing to compare
+
+
 def test_epochs_rule_re_chooses_the_learning_rate_with_the_epochs():
     df = pd.concat([_scan_frame({(1, 1): 0.960, (2, 1): 0.970, (4, 1): 0.971}),
                     _scan_frame({(1, 1): 0.962, (2, 1): 0.9705, (4, 1): 0.968}).assign(
@@ -248,6 +270,12 @@ def test_latency_frame_reuses_its_rows_until_a_model_is_missing(tiny, monkeypatc
     pd.read_csv(path).query("variant != 'neuron'").to_csv(path, index=False)  # a model the rows hold is missing
     P.latency_frame("tiny-budget", config=TINY, budget_s=0.001, results_root=root)
     assert len(calls) == 2
+    stored = pd.read_csv(path)
+    assert set(stored["cpu"]) == {P.timing_context(0.001)["cpu"]} and set(stored["budget_s"]) == {0.001}
+    stored.assign(cpu="another-cpu").to_csv(path, index=False)  # timed on another machine: timed again here
+    P.latency_frame("tiny-budget", config=TINY, budget_s=0.001, results_root=root)
+    P.latency_frame("tiny-budget", config=TINY, budget_s=0.002, results_root=root)  # another budget: again
+    assert len(calls) == 4
 
 
 def test_scan_and_budget_units_of_the_paper_profile():
@@ -280,3 +308,13 @@ def test_a_data_set_can_get_its_own_epochs_per_round():
     assert L.run_config(prof, "fashion_mnist").training.retrain.epochs == 4
     assert config_hash(L.run_config(prof, "mnist")) == config_hash(L.run_config("paper", "mnist"))  # rows kept
     assert L.run_config(prof, "fashion_mnist", retrain_epochs=2).training.retrain.epochs == 2
+
+
+def test_dense_control_sentence_counts_every_epoch_of_its_rounds():
+    from blockprune_utils.studies.lenet import report
+
+    rows = [{"variant": "baseline", "k": 0, "round": 0, "seed": s, "epochs": 20, "test_acc": 0.98} for s in (0, 1)]
+    rows += [{"variant": "dense_control", "k": 0, "round": r, "seed": s, "epochs": 2, "test_acc": 0.981}
+             for r in range(1, 17) for s in (0, 1)]
+    text = report.dense_control_sentence(pd.DataFrame(rows))
+    assert "after 32 more epochs (16 rounds)" in text and "+0.10 pp" in text

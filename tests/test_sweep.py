@@ -182,7 +182,7 @@ def test_the_readme_layout_names_every_module():
                 missing.append(str(rel))
             continue
         if any(rel.as_posix() in [n.strip() for n in h.split(",")] for h in entries):
-            continue  # named as the head of an entry (studies/claims.py, engine.py, blocks.py, ...)
+            continue  # named as the head of an entry (studies/claims.py, book.py, blocks.py, ...)
         if folder in entries and re.search(rf"\b{re.escape(path.stem)}\b", entries[folder]):
             continue
         missing.append(str(rel))

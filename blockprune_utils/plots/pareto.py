@@ -89,8 +89,9 @@ def pareto(points: pd.DataFrame, title: str = ""):
         ax.set_xlabel(f"latency at batch {b} (µs, fastest backend, 1 thread)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{title} batch {b}".strip())
-        # the worst models (the sparsest narrow nets) would squash the rest: the axis starts near the 10% quantile
-        low = max(min(sub["acc_mean"].quantile(0.1), front["acc_mean"].iloc[-1]) * 100 - 1.5, 0)
+        # the worst models (the sparsest narrow nets) would squash the rest: the axis starts near the 10% quantile,
+        # or lower where the frontier's least accurate (fastest) point lies
+        low = max(min(sub["acc_mean"].quantile(0.1), front["acc_mean"].min()) * 100 - 1.5, 0)
         ax.set_ylim(low, 100 * sub["acc_mean"].max() + 0.5)
     axes[0][-1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()

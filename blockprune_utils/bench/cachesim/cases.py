@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from ...bsr import to_scipy_bsr, to_scipy_csr
+from ...bsr.jit import SMALL_K
 from ...bsr.lean import sparsetools_path
 from ...bsr.timing import all_threads
 from ...infra.store import Schema
@@ -177,6 +178,10 @@ def cache_cases(cfg: BenchConfig) -> list[CacheCase]:
     """The cachegrind set: LeNet fc1 at ``cache_ks`` x ``cache_rounds`` in scipy's CSR
     and BSR (batch 1) and numba's CSR and BSR (each of ``cache_batches``), plus
     (``cache_dense``) one dense run (dense work does not depend on the pattern)."""
+    big = [k for k in cfg.cache_ks if k > SMALL_K]
+    if big and cfg.cache_batches:
+        raise ValueError(f"cache_ks {big} are above {SMALL_K}: the numba driver counts the kernels compiled per k, "
+                         f"which exist for k <= {SMALL_K} only")
     cases = []
     for k in cfg.cache_ks:
         for r in cfg.cache_rounds:

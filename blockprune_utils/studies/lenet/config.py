@@ -258,6 +258,7 @@ PROFILES: dict[str, Profile] = ProfileTable({
         baseline_candidates=candidates(_cosine(30), _cosine(20, 2e-3), _cosine(30, 2e-3), _cosine(40, 2e-3)),
         retrain_candidates=candidates(TrainConfig(epochs=PAPER_EPOCHS_PER_ROUND, lr=1e-3, batch_size=128),
                                       _cosine(PAPER_EPOCHS_PER_ROUND), _cosine(PAPER_EPOCHS_PER_ROUND, 3e-3)),
+        authors_retrain_epochs=(PAPER_EPOCHS_PER_ROUND, 3 * PAPER_EPOCHS_PER_ROUND),
     ),
 }, "LeNet profile")
 

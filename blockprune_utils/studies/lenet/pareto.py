@@ -29,6 +29,7 @@ import torch
 
 from ...bsr.fused import NumbaMLP
 from ...bsr.timing import num_threads, time_calls
+from ...infra.provenance import device_name, git_commit
 from ...infra.store import open_store
 from ..base import restore
 from .config import LAYERS, SCHEMA, STUDY, RunConfig, lenet_profile, run_config
@@ -38,8 +39,19 @@ from .runs import new_model
 BACKENDS = {"sparse": ("numba_bsr", "numba_csr", "numba_dense", "torch_dense"), "dense": ("numba_dense", "torch_dense")}
 BATCHES = (1, 256)
 DENSE_K = 8  # block size of the all-blocks-stored fused dense forward
+# where and how the timings were taken: stored timings are reused only on the same machine kind and budget
+CONTEXT_COLUMNS = ["device", "cpu", "budget_s", "commit"]
 LATENCY_COLUMNS = ["dataset", "variant", "k", "round", "density", "batch", "backend", "median_us", "q25_us", "q75_us",
-                   "fastest", "hidden"]
+                   "fastest", "hidden", *CONTEXT_COLUMNS]
+
+
+def timing_context(budget_s: float) -> dict:
+    """The device, numba's CPU name (e.g. ``znver4``), the timing budget and the
+    commit of latency rows timed here and now."""
+    from numba.core.registry import cpu_target
+
+    return {"device": device_name(), "cpu": cpu_target.target_context.codegen().magic_tuple()[1],
+            "budget_s": float(budget_s), "commit": git_commit()}
 
 
 def line_label(variant: str, k: int) -> str:
@@ -121,7 +133,7 @@ def latency_rows(cfg: RunConfig, ks: Sequence[int], rounds: int, narrow_rounds: 
     """Time every stored seed-0 model (:func:`stored_models`) at each batch size with
     each backend of its structure, single-threaded; one row per (model, batch,
     backend), ``fastest`` marking the quickest backend of each (model, batch)."""
-    rows = []
+    rows, context = [], timing_context(budget_s)
     gen = torch.Generator().manual_seed(0)
     xs = {b: torch.randn(b, 784, generator=gen) for b in batches}
     with num_threads(1):
@@ -134,7 +146,8 @@ def latency_rows(cfg: RunConfig, ks: Sequence[int], rounds: int, narrow_rounds: 
                 rows += [{"dataset": cfg.data.dataset, "variant": desc["variant"], "k": desc["k"], "round": desc["round"],
                           "density": kept / (784 * 300 + 300 * 100 + 100 * 10), "batch": b, "backend": n,
                           "median_us": t.median_ns / 1e3, "q25_us": t.q25_ns / 1e3, "q75_us": t.q75_ns / 1e3,
-                          "fastest": n == best, "hidden": f"{sizes[1]}-{sizes[2]}"} for n, t in times.items()]
+                          "fastest": n == best, "hidden": f"{sizes[1]}-{sizes[2]}", **context}
+                         for n, t in times.items()]
     return pd.DataFrame(rows, columns=LATENCY_COLUMNS)
 
 
@@ -142,7 +155,8 @@ def latency_frame(profile: str = "paper", dataset: str = "mnist", *, refresh: bo
                   results_root=None, config: RunConfig | None = None) -> pd.DataFrame:
     """The latency rows of a profile and data set: read from ``latency.csv`` in the
     store folder, or timed now (and written there) when absent, when it lacks a model
-    whose seed-0 row the store now holds, or with ``refresh``."""
+    whose seed-0 row the store now holds, when it was timed on another device or CPU
+    or with another ``budget_s``, or with ``refresh``."""
     prof = lenet_profile(profile)
     cfg = config if config is not None else run_config(prof, dataset)
     store = open_store(STUDY, cfg, SCHEMA, results_root)
@@ -155,7 +169,10 @@ def latency_frame(profile: str = "paper", dataset: str = "mnist", *, refresh: bo
         rows = rows[(rows["seed"] == 0) & (rows["variant"].isin(["baseline", "neuron", "narrow_dense"])
                                            | ((rows["variant"] == "block") & rows["k"].isin(prof.ks)))]
         want = set(zip(rows["variant"], rows["k"], rows["round"]))
-        if want <= set(zip(old["variant"], old["k"], old["round"])):
+        here = timing_context(budget_s)
+        same_place = all(c in old for c in CONTEXT_COLUMNS) and all(
+            set(old[c]) == {here[c]} for c in ("device", "cpu", "budget_s"))
+        if same_place and want <= set(zip(old["variant"], old["k"], old["round"])):
             return old
     rows = latency_rows(cfg, prof.ks, cfg.pruning.rounds, prof.narrow_rounds, budget_s=budget_s, results_root=results_root)
     tmp = path.with_suffix(".csv.tmp")
@@ -227,7 +244,7 @@ def pareto_reading(points: pd.DataFrame, batch: int, budgets: Sequence[float] | 
         if len(own):
             on = int(front["line"].eq(line).sum())
             text += f" {line[0].upper() + line[1:]}: {on} of its {len(own)} models on the frontier"
-            text += "." if on else " (each is beaten by a model both faster and more accurate)."
+            text += "." if on else " (each is matched or beaten by a model at least as fast and as accurate)."
     return text
 
 

@@ -22,7 +22,7 @@ def summary_caption(prof) -> str:
             f"and, at the pruning rounds nearest {' and '.join(f'{100 * d:.1f}%' for d in KEY_DENSITIES)} total "
             f"density, of the dense control (the baseline retrained for the same epochs, no pruning), block pruning, "
             f"the random block masks (retrained / from scratch) and the authors' set-up "
-            f"({min(prof.authors_retrain_epochs)} retraining epoch per round, seed 0); neuron pruning (whole hidden units "
+            f"({min(prof.authors_retrain_epochs)} retraining epoch(s) per round, seed 0); neuron pruning (whole hidden units "
             f"removed, k = 0) and the narrow dense nets (as many weights as those rounds keep, trained from scratch).  "
             f"The CSV has every round.")
 
@@ -127,8 +127,11 @@ def dense_control_sentence(df: pd.DataFrame) -> str:
     if ctrl.empty:
         return "no dense-control rows in this run"
     base = baseline_summary(df)
-    last = ctrl[ctrl["round"] == ctrl["round"].max()]["test_acc"]
-    return (f"dense baseline {100 * base['acc_mean']:.2f}%; dense control after {int(ctrl['round'].max())} more epochs: "
+    last_round = ctrl["round"].max()
+    last = ctrl[ctrl["round"] == last_round]["test_acc"]
+    extra = int(ctrl[ctrl["seed"] == ctrl["seed"].min()].query("round <= @last_round")["epochs"].sum())
+    return (f"dense baseline {100 * base['acc_mean']:.2f}%; dense control after {extra} more epochs "
+            f"({int(last_round)} rounds): "
             f"{100 * last.mean():.2f}% ({100 * (last.mean() - base['acc_mean']):+.2f} pp)")
 
 

@@ -14,9 +14,13 @@ Per (dataset, seed):
 * ``sensitivity``: from the baseline, prune one layer at a time to each density of a
   grid (no retraining).
 
-Each task function takes plain arguments (the frozen :class:`RunConfig`, the axes,
-the results and data folders, the commit), computes only the rows its store lacks,
-and returns how many rows it holds; a prune run resumes from its last checkpoint.
+``epochs_scan`` and ``budget`` are ``block`` runs with other epochs per round (see
+:mod:`.budget`); neuron pruning and the narrow dense nets are in :mod:`.neurons`.
+
+Each run function takes a :class:`Run` (the frozen :class:`RunConfig`, the results and
+data folders, the commit) and the axes, and computes only the rows its store lacks; a
+prune run resumes from its last checkpoint.  :func:`.study.task` dispatches the
+sweep's tasks to them.
 """
 from __future__ import annotations
 
