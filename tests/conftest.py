@@ -109,3 +109,15 @@ def folder_digest(folder: Path) -> dict:
         return {}
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def tiny_lenet_config(n_train: int, n_test: int, rounds: int, scratch_rounds: tuple, sensitivity_densities: tuple):
+    """A LeNet RunConfig small enough for a test: MNIST subsets, one epoch per phase."""
+    from blockprune_utils.studies import lenet as L
+    from blockprune_utils.train import TrainConfig
+
+    one_epoch = TrainConfig(epochs=1, lr=1e-3, batch_size=128)
+    return L.RunConfig(data=L.DataConfig(dataset="mnist", val_size=300, n_train=n_train, n_test=n_test),
+                       training=L.TrainingConfig(baseline=one_epoch, retrain=one_epoch, scratch=one_epoch),
+                       pruning=L.PruningConfig(rounds=rounds, scratch_rounds=scratch_rounds,
+                                               sensitivity_densities=sensitivity_densities))

@@ -8,6 +8,7 @@ import dataclasses
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_lenet_config
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -20,15 +21,7 @@ from blockprune_utils.studies.lenet import pareto as P
 from blockprune_utils.train import TrainConfig, train
 
 ROUNDS = 3
-TINY = L.RunConfig(
-    data=L.DataConfig(dataset="mnist", val_size=300, n_train=1000, n_test=600),
-    training=L.TrainingConfig(
-        baseline=TrainConfig(epochs=1, lr=1e-3, batch_size=128),
-        retrain=TrainConfig(epochs=1, lr=1e-3, batch_size=128),
-        scratch=TrainConfig(epochs=1, lr=1e-3, batch_size=128),
-    ),
-    pruning=L.PruningConfig(rounds=ROUNDS, scratch_rounds=(ROUNDS,), sensitivity_densities=(0.5,)),
-)
+TINY = tiny_lenet_config(n_train=1000, n_test=600, rounds=ROUNDS, scratch_rounds=(ROUNDS,), sensitivity_densities=(0.5,))
 NEW = ("block", "dense_control", "epochs_scan", "budget", "neuron", "narrow_dense")
 
 

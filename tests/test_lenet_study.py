@@ -8,6 +8,7 @@ import math
 import pandas as pd
 import pytest
 import torch
+from conftest import tiny_lenet_config
 
 from blockprune_utils.infra.store import ResultStore, config_hash
 from blockprune_utils.masks import get_mask
@@ -15,19 +16,11 @@ from blockprune_utils.models import LENET_RATES, LeNet300100
 from blockprune_utils.schedule import BlockPruner, layer_densities
 from blockprune_utils.studies import lenet as L
 from blockprune_utils.studies.base import checkpoint, restore
-from blockprune_utils.train import TrainConfig, evaluate
+from blockprune_utils.train import evaluate
 
 KS = (1, 3)
 ROUNDS = 4
-TINY = L.RunConfig(
-    data=L.DataConfig(dataset="mnist", val_size=300, n_train=1200, n_test=1000),
-    training=L.TrainingConfig(
-        baseline=TrainConfig(epochs=1, lr=1e-3, batch_size=128),
-        retrain=TrainConfig(epochs=1, lr=1e-3, batch_size=128),
-        scratch=TrainConfig(epochs=1, lr=1e-3, batch_size=128),
-    ),
-    pruning=L.PruningConfig(rounds=ROUNDS, scratch_rounds=(2, 4), sensitivity_densities=(0.5, 0.1)),
-)
+TINY = tiny_lenet_config(n_train=1200, n_test=1000, rounds=ROUNDS, scratch_rounds=(2, 4), sensitivity_densities=(0.5, 0.1))
 PRUNE = ("block", "random_retrain")
 
 
