@@ -251,3 +251,9 @@ def test_the_cli_prints_the_cache_rows_and_their_failures(monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "the numba kernels as compiled for znver4 (avx2); the timings ran avx512 code" in out
     assert "cachegrind failed for 1 of 2 cases (numba_csr at k=4, batch 1): RuntimeError: cachegrind run failed" in out
+
+
+def test_two_run_difference_is_never_negative():
+    from blockprune_utils.bench.cachesim.cachegrind import difference
+
+    assert difference({"Ir": 200, "DLmr": 0}, {"Ir": 100, "DLmr": 1, "D1mr": 2}) == {"Ir": 100, "DLmr": 0, "D1mr": 0}

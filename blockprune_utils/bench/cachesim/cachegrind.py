@@ -96,8 +96,10 @@ def parse_cachegrind(text: str) -> Cachegrind:
 
 
 def difference(more: dict[str, int], fewer: dict[str, int]) -> dict[str, int]:
-    """Event counts of one run minus those of another (``more - fewer``, per event)."""
-    return {ev: more.get(ev, 0) - fewer.get(ev, 0) for ev in set(more) | set(fewer)}
+    """Event counts of one run minus those of another (``more - fewer``, per event), at
+    least 0: ``more`` does all the work of ``fewer`` and more, so a negative difference is
+    run-to-run noise of a few events (a cache line the shorter run happened to miss once)."""
+    return {ev: max(0, more.get(ev, 0) - fewer.get(ev, 0)) for ev in set(more) | set(fewer)}
 
 
 def per_product(counts: dict[str, int], n: int) -> dict[str, float]:
