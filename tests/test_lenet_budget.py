@@ -132,6 +132,22 @@ def test_epochs_rule_leaves_out_runs_still_under_way():
     assert "0.10 pp inside the tolerance" in B.epochs_verdict(choice, 2)
 
 
+def test_schedule_scan_rules_and_the_margin_of_a_differing_pick():
+    rows = [{"variant": "retrain_scan", "setting": s, "round": r, "val_acc": v + r / 1000}
+            for s, v in (("lr-a", 0.9700), ("lr-b", 0.9704)) for r in range(1, 5)]
+    rows += [{"variant": "baseline_scan", "setting": s, "round": r, "val_acc": v}
+             for s, n, v in (("short", 2, 0.9795), ("long", 4, 0.9800)) for r in range(1, n + 1)]
+    df = pd.DataFrame(rows)
+    retrain = L.scan_choice(df, "retrain_scan")
+    assert retrain.loc[retrain["chosen"], "setting"].tolist() == ["lr-b"]
+    assert "matches the profile" in L.scan_verdict(retrain, "retrain_scan", "lr-b")
+    assert "mean validation accuracy is 0.04 pp above" in L.scan_verdict(retrain, "retrain_scan", "lr-a")
+    base = L.scan_choice(df, "baseline_scan")  # within 0.1 pp of the best final accuracy: the shorter schedule
+    assert base.loc[base["chosen"], "setting"].tolist() == ["short"]
+    assert "final validation accuracy is 0.05 pp below" in L.scan_verdict(base, "baseline_scan", "long")
+    assert "not among" in L.scan_verdict(base, "baseline_scan", "other")
+
+
 def test_budget_reading_words_the_sign_and_the_noise():
     def table(gaps):  # gaps[e] = accuracy of k = 1 minus k = 6 (pp), one round
         return pd.DataFrame([{"dataset": "mnist", "round": 16, "density": 0.029, "k": k, "epochs_per_round": e,
