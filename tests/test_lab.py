@@ -354,3 +354,14 @@ def test_the_student_version_never_replaces_a_folder_it_did_not_write(tmp_path):
     with pytest.raises(ValueError, match="not empty and holds no earlier release"):
         write_release(solution, other)
     assert (other / "keep.txt").read_text() == "mine"
+
+
+def test_written_questions_read_their_numbers_from_the_committed_figures():
+    from blockprune_utils.lab.figures import figure_data, random_controls_at
+
+    table = random_controls_at(k=6)
+    csv = figure_data("lenet_mnist_random_controls")
+    assert table is not None and csv is not None, "figures/lenet_mnist_random_controls.csv is committed"
+    assert set(table["variant"]) == {"block", "random_retrain", "random_scratch"}
+    assert (table["round"] == csv["round"].max()).all() and (table["density"] < 0.05).all()
+    assert figure_data("no_such_figure") is None

@@ -21,3 +21,24 @@ def show_figure(name: str, width: int = 900):
     display(Image(filename=str(found[0]["png"]), width=width))
     if found[0].get("caption"):
         display(Markdown(f"*figures/{name}.png:* {found[0]['caption']}"))
+
+
+def figure_data(name: str):
+    """The data behind the committed full-run figure ``name`` (``figures/<name>.csv``) as a
+    DataFrame, or None where the figure or its CSV is absent (a pip install)."""
+    import pandas as pd
+
+    found = committed_figures([name], COMMITTED)
+    csv = COMMITTED / f"{name}.csv"
+    return pd.read_csv(csv) if found and csv.exists() else None
+
+
+def random_controls_at(k: int = 6, dataset: str = "mnist"):
+    """The last round of ``figures/lenet_<dataset>_random_controls.csv`` at block size
+    ``k``: density, mean test accuracy (%) and its spread per variant, or None without the figure."""
+    df = figure_data(f"lenet_{dataset}_random_controls")
+    if df is None:
+        return None
+    df = df[df["k"] == k]
+    last = df[df["round"] == df["round"].max()]
+    return last[["variant", "round", "density", "acc_mean", "acc_sd", "n_seeds"]].reset_index(drop=True)
