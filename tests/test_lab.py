@@ -365,3 +365,16 @@ def test_written_questions_read_their_numbers_from_the_committed_figures():
     assert set(table["variant"]) == {"block", "random_retrain", "random_scratch"}
     assert (table["round"] == csv["round"].max()).all() and (table["density"] < 0.05).all()
     assert figure_data("no_such_figure") is None
+    acc = table.set_index("variant")["acc_mean"]  # the model answer's "about 96% against about 51%"
+    assert acc["block"] > 90 and acc["random_retrain"] < 70 and acc["random_scratch"] < 70
+
+
+def test_the_pattern_question_7a_asks_about_holds_in_the_committed_figure():
+    """7a states a pattern of bsr_speedup_fc1; a re-rendered figure must still show it."""
+    from blockprune_utils.lab.figures import best_speedups
+
+    best = best_speedups()
+    assert best is not None, "figures/bsr_speedup_fc1.csv is committed"
+    bsr, csr = best.loc["scipy_bsr"], best.loc["scipy_csr"]
+    for b in (64, 256):
+        assert (bsr.loc[[2, 3], b] < 1).all() and (csr[b] > 2).all() and (bsr.loc[bsr.index >= 4, b] > 1).all()

@@ -258,7 +258,23 @@ def test_latency_rows_time_every_stored_model(tiny):
     assert set(pts["line"]) == {"dense baseline", "blocks k = 2", "neuron pruning", "narrow dense"}
     text = P.pareto_reading(pts, 1)
     assert text.startswith("under ") and "the most accurate model is" in text and "Neuron pruning" in text
-    assert P.best_line(pts, 8) in set(pts["line"])
+    best = P.best_line(pts, 8)
+    assert set(best.split(" (tied")[0].split(" and ")) <= set(pts["line"])
+
+
+def test_best_line_names_a_tie():
+    pts = pd.DataFrame([{"batch": 1, "line": line, "median_us": us, "acc_mean": acc}
+                        for line, us, acc in (("a", 1.0, 0.90), ("b", 2.0, 0.95), ("a", 3.0, 0.96), ("b", 4.0, 0.97),
+                                              ("c", 5.0, 0.50))])
+    assert P.best_line(pts, 1) == "b and a (tied, 2 points each)"
+    assert P.best_line(pts[pts["line"] != "a"], 1) == "b"
+    assert P.best_line(pts, 256) is None
+
+
+def test_pareto_axis_labels_minor_ticks_at_two_and_five_only():
+    from blockprune_utils.plots.pareto import _two_and_five
+
+    assert [_two_and_five(v) for v in (20, 30, 50, 90, 200, 0.5, 0.3, 0)] == ["20", "", "50", "", "200", "0.5", "", ""]
 
 
 def test_latency_frame_reuses_its_rows_until_a_model_is_missing(tiny, monkeypatch):

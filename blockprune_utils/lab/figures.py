@@ -42,3 +42,14 @@ def random_controls_at(k: int = 6, dataset: str = "mnist"):
     df = df[df["k"] == k]
     last = df[df["round"] == df["round"].max()]
     return last[["variant", "round", "density", "acc_mean", "acc_sd", "n_seeds"]].reset_index(drop=True)
+
+
+def best_speedups(formats=("scipy_bsr", "scipy_csr"), layer: str = "fc1", threads: str = "1"):
+    """The best speed-up over dense (over all densities) of each format and k at each
+    batch size in ``figures/bsr_speedup_fc1.csv`` (rows: format, k; columns: batch), or
+    None without the figure."""
+    df = figure_data("bsr_speedup_fc1")
+    if df is None:
+        return None
+    df = df[df["format"].isin(formats) & (df["layer"] == layer) & (df["threads_label"].astype(str) == threads)]
+    return df.groupby(["format", "k", "batch"])["speedup"].max().unstack("batch").round(2)

@@ -4,6 +4,8 @@ figure (test accuracy against measured latency).  Each returns ``(figure, table)
 the table being what the figure draws (saved as its CSV)."""
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
@@ -11,6 +13,14 @@ from matplotlib.ticker import FuncFormatter
 
 from ..studies.lenet.pareto import frontier
 
+
+def _two_and_five(v: float, _pos=None) -> str:
+    """A minor tick's label on a log axis: only at 2 and 5 times a power of ten, so
+    that neighbouring labels do not overlap."""
+    if v <= 0:
+        return ""
+    lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return f"{v:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
 def epochs_scan(choice: pd.DataFrame):
     """Mean validation accuracy over the late rounds against epochs per round, one
@@ -82,9 +92,8 @@ def pareto(points: pd.DataFrame, title: str = ""):
         front = frontier(sub)
         ax.plot(front["median_us"], 100 * front["acc_mean"], color="black", ls="--", lw=1, label="Pareto frontier")
         ax.set_xscale("log")
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(FuncFormatter(_two_and_five))
         ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel(f"latency at batch {b} (µs, fastest backend, 1 thread)")
         ax.set_ylabel("test accuracy (%)")

@@ -249,10 +249,13 @@ def pareto_reading(points: pd.DataFrame, batch: int, budgets: Sequence[float] | 
 
 
 def best_line(points: pd.DataFrame, batch: int) -> str | None:
-    """The line holding most points of the frontier at ``batch`` (ties: the one whose
-    frontier points reach the highest accuracy; None without rows)."""
+    """The line holding most points of the frontier at ``batch`` (a tie is named as
+    one, the line whose frontier points reach the highest accuracy first; None
+    without rows)."""
     front = frontier(points[points["batch"] == batch])
     if front.empty:
         return None
     stats = front.groupby("line").agg(n=("acc_mean", "size"), best=("acc_mean", "max"))
-    return str(stats.sort_values(["n", "best"], ascending=False).index[0])
+    stats = stats.sort_values(["n", "best"], ascending=False)
+    tied = [str(line) for line in stats.index[stats["n"] == stats["n"].iloc[0]]]
+    return tied[0] if len(tied) == 1 else " and ".join(tied) + f" (tied, {int(stats['n'].iloc[0])} points each)"
