@@ -172,6 +172,35 @@ def test_fused_forward_and_numba_backend_take_large_k():
         torch.testing.assert_close(to_bsr_model(model, 16, backend="numba")(x), ref, rtol=1e-4, atol=1e-5)
 
 
+def test_dense_layers_after_sparse_ones_read_rows_and_lose_the_hook_on_exit():
+    """A sparse layer's output is a transposed view; a dense Linear after it gets a
+    row-major copy inside sparse_layers (values, gradients unchanged), and the hook
+    goes away on exit.  The same holds for a model converted with backend "numba"."""
+    from blockprune_utils.bsr import to_bsr_model
+    from blockprune_utils.bsr.sparse_training import sparse_layers
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_masked_linear(40, 64, 4, 0.2, 1), torch.nn.ReLU(), torch.nn.Linear(40, 7))
+    seen = []
+    model[2].register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    x = torch.randn(33, 64)
+    ref = model(x)
+    ref.sum().backward()
+    ref_grad = model[2].weight.grad.clone()
+    model.zero_grad()
+    with sparse_layers(model, ["0"], 4, max_density=0.5):
+        y = model(x)
+        y.sum().backward()
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model[2].weight.grad, ref_grad, rtol=1e-5, atol=1e-5)
+    assert seen == [True, True] and not model[2]._forward_pre_hooks
+    fast = to_bsr_model(model, {"0": 4}, backend="numba", layers=["0"])
+    seen.clear()
+    with torch.no_grad():
+        torch.testing.assert_close(fast(x), ref.detach(), rtol=1e-5, atol=1e-5)
+    assert seen == [True]
+
+
 def test_sparse_layers_swaps_and_writes_back():
     """sparse_layers makes the sparse-enough masked layers BlockSparseLinear (bsr when the
     mask is made of whole blocks, csr otherwise), leaves the others, and on exit - also

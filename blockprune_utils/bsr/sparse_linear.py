@@ -320,5 +320,18 @@ class BlockSparseLinear(nn.Module):
         return f"{s.shape[1]} -> {s.shape[0]}, fmt={s.fmt}, k={s.k}, stored={s.n_stored}, parallel={self.parallel}"
 
 
-__all__ = ["MAX_K", "BlockSparseLinear", "Structure", "features_first", "forward", "gather", "input_grad", "scatter",
-           "structure_of", "weight_grad"]
+def rows_contiguous(module: nn.Module, args: tuple):
+    """Forward pre-hook of a dense ``nn.Linear``: a block-sparse layer (this one, or a
+    numba ``BSRLinear``) hands on its output as a transposed view (features first in
+    memory), which the sparse layers after it read in place but which makes torch's
+    dense product several times slower (a 10 x 100 layer at batch 128: about 50 us
+    instead of 14); such an input is copied to rows first (a few us), any other passes
+    as it is."""
+    x = args[0] if args else None
+    if x is None or x.dim() < 2 or x.is_contiguous():
+        return None
+    return (x.contiguous(), *args[1:])
+
+
+__all__ = ["MAX_K", "BlockSparseLinear", "Structure", "features_first", "forward", "gather", "input_grad",
+           "rows_contiguous", "scatter", "structure_of", "weight_grad"]

@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from torch import nn
 
 from ..masks import get_mask, is_masked
-from .sparse_linear import BlockSparseLinear, Structure, structure_of
+from .sparse_linear import BlockSparseLinear, Structure, rows_contiguous, structure_of
 
 # {layer shape: {block size: density at or below which the sparse layer is faster}}: the smaller value of two runs of
 # crossover_table() on an AMD EPYC host with AVX-512, one thread (see the module docstring)
@@ -82,7 +82,7 @@ def sparse_layers(model: nn.Module, layers: Sequence[str], k: int, max_density: 
     modules (yields {name: module}); on exit their weights are written back into the
     original masked layers, which return to the model (also after an error)."""
     plan = sparse_plan(model, layers, k, max_density)
-    originals, swapped = {}, {}
+    originals, swapped, hooks = {}, {}, []
     try:
         for name, s in plan.items():
             parent, _, attr = name.rpartition(".")
@@ -91,8 +91,12 @@ def sparse_layers(model: nn.Module, layers: Sequence[str], k: int, max_density: 
             sparse = BlockSparseLinear.from_linear(lin, s.k, s.fmt, parallel, structure=s).train(lin.training)
             originals[name], swapped[name] = (owner, attr, lin), sparse
             setattr(owner, attr, sparse)
+        if swapped:
+            hooks = [m.register_forward_pre_hook(rows_contiguous) for m in model.modules() if isinstance(m, nn.Linear)]
         yield swapped
     finally:
+        for h in hooks:
+            h.remove()
         for name, (owner, attr, lin) in originals.items():
             sparse = getattr(owner, attr)
             sparse.write_back(lin)
