@@ -267,6 +267,8 @@ def test_best_line_names_a_tie():
                         for line, us, acc in (("a", 1.0, 0.90), ("b", 2.0, 0.95), ("a", 3.0, 0.96), ("b", 4.0, 0.97),
                                               ("c", 5.0, 0.50))])
     assert P.best_line(pts, 1) == "b and a (tied, 2 points each)"
+    full = pts.assign(variant="block", round=1, density=0.5, backend="numba_bsr")
+    assert "b and a hold most of it, tied" in P.pareto_reading(full, 1)  # the same order in the sentence
     assert P.best_line(pts[pts["line"] != "a"], 1) == "b"
     assert P.best_line(pts, 256) is None
 

@@ -194,11 +194,17 @@ def test_dense_layers_after_sparse_ones_read_rows_and_lose_the_hook_on_exit():
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(model[2].weight.grad, ref_grad, rtol=1e-5, atol=1e-5)
     assert seen == [True, True] and not model[2]._forward_pre_hooks
-    fast = to_bsr_model(model, {"0": 4}, backend="numba", layers=["0"])
-    seen.clear()
-    with torch.no_grad():
-        torch.testing.assert_close(fast(x), ref.detach(), rtol=1e-5, atol=1e-5)
-    assert seen == [True]
+    for backend in ("numba", "torch", "scipy"):
+        fast = to_bsr_model(model, {"0": 4}, backend=backend, layers=["0"])
+        seen.clear()
+        with torch.no_grad():
+            torch.testing.assert_close(fast(x), ref.detach(), rtol=1e-5, atol=1e-5)
+        assert seen == [True], backend
+    from blockprune_utils.bsr.sparse_linear import rows_contiguous
+
+    handle = model[2].register_forward_pre_hook(rows_contiguous)  # already hooked: the copy keeps one hook
+    assert len(to_bsr_model(model, {"0": 4}, backend="numba", layers=["0"])[2]._forward_pre_hooks) == 1
+    handle.remove()
 
 
 def test_sparse_layers_swaps_and_writes_back():

@@ -268,9 +268,9 @@ def convert_model(model: nn.Module, k, backend="torch", layers=None, measure=Non
             setattr(parent, child, bsr)
     if todo:
         switch_off_fast_paths(bsr_model)
-    if any(chosen[n] == "numba" for n in todo):  # numba layers hand on transposed views: dense layers copy them to rows
+    if todo:  # BSR layers hand on transposed views: the dense layers copy them to rows
         for m in bsr_model.modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and rows_contiguous not in m._forward_pre_hooks.values():
                 m.register_forward_pre_hook(rows_contiguous)
     return bsr_model
 

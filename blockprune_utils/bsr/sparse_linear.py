@@ -322,8 +322,8 @@ class BlockSparseLinear(nn.Module):
 
 def rows_contiguous(module: nn.Module, args: tuple):
     """Forward pre-hook of a dense ``nn.Linear``: a block-sparse layer (this one, or a
-    numba ``BSRLinear``) hands on its output as a transposed view (features first in
-    memory), which the sparse layers after it read in place but which makes torch's
+    ``BSRLinear`` of any backend) hands on its output as a transposed view (features
+    first in memory), which the sparse layers after it read in place but which makes torch's
     dense product several times slower (a 10 x 100 layer at batch 128: about 50 us
     instead of 14); such an input is copied to rows first (a few us), any other passes
     as it is."""

@@ -92,7 +92,8 @@ def sparse_layers(model: nn.Module, layers: Sequence[str], k: int, max_density: 
             originals[name], swapped[name] = (owner, attr, lin), sparse
             setattr(owner, attr, sparse)
         if swapped:
-            hooks = [m.register_forward_pre_hook(rows_contiguous) for m in model.modules() if isinstance(m, nn.Linear)]
+            hooks = [m.register_forward_pre_hook(rows_contiguous) for m in model.modules()
+                     if isinstance(m, nn.Linear) and rows_contiguous not in m._forward_pre_hooks.values()]
         yield swapped
     finally:
         for h in hooks:

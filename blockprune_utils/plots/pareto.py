@@ -22,6 +22,7 @@ def _two_and_five(v: float, _pos=None) -> str:
     lead = v / 10 ** math.floor(math.log10(v) + 1e-9)
     return f"{v:g}" if round(lead) in (2, 5) and abs(lead - round(lead)) < 1e-6 else ""
 
+
 def epochs_scan(choice: pd.DataFrame):
     """Mean validation accuracy over the late rounds against epochs per round, one
     line per scanned k and their mean (per learning-rate schedule, where several were

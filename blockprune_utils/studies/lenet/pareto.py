@@ -235,7 +235,7 @@ def pareto_reading(points: pd.DataFrame, batch: int, budgets: Sequence[float] | 
                      + _describe(under.loc[under["acc_mean"].idxmax()]))
     front = frontier(pts)
     counts = front["line"].value_counts()
-    top = sorted(counts.index[counts == counts.max()])
+    top = _leaders(front)
     held = f"the line holding most of it is {top[0]}" if len(top) == 1 else f"{' and '.join(top)} hold most of it, tied"
     text = "; ".join(parts) + f". The frontier's {len(front)} models: " + \
         ", ".join(f"{line} {n}" for line, n in counts.items()) + f"; {held}."
@@ -255,7 +255,12 @@ def best_line(points: pd.DataFrame, batch: int) -> str | None:
     front = frontier(points[points["batch"] == batch])
     if front.empty:
         return None
+    tied = _leaders(front)
+    return tied[0] if len(tied) == 1 else " and ".join(tied) + f" (tied, {int((front['line'] == tied[0]).sum())} points each)"
+
+
+def _leaders(front: pd.DataFrame) -> list[str]:
+    """The lines holding most points of a frontier, the one reaching the highest accuracy first."""
     stats = front.groupby("line").agg(n=("acc_mean", "size"), best=("acc_mean", "max"))
     stats = stats.sort_values(["n", "best"], ascending=False)
-    tied = [str(line) for line in stats.index[stats["n"] == stats["n"].iloc[0]]]
-    return tied[0] if len(tied) == 1 else " and ".join(tied) + f" (tied, {int(stats['n'].iloc[0])} points each)"
+    return [str(line) for line in stats.index[stats["n"] == stats["n"].iloc[0]]]
