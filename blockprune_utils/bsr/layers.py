@@ -42,7 +42,7 @@ from .fused import TILE, NumbaMLP
 from .jit import check_k
 from .kernels import bsr_kernel, kernel_arrays
 from .lean import linear_layers, reference_forward
-from .sparse_linear import rows_contiguous
+from .sparse_linear import hook_dense_linears
 from .swap import places_of, swap_plan, switch_off_fast_paths
 from .timing import RTOL, close_enough
 from .transpose import transpose as transpose_into
@@ -268,10 +268,7 @@ def convert_model(model: nn.Module, k, backend="torch", layers=None, measure=Non
             setattr(parent, child, bsr)
     if todo:
         switch_off_fast_paths(bsr_model)
-    if todo:  # BSR layers hand on transposed views: the dense layers copy them to rows
-        for m in bsr_model.modules():
-            if isinstance(m, nn.Linear) and rows_contiguous not in m._forward_pre_hooks.values():
-                m.register_forward_pre_hook(rows_contiguous)
+        hook_dense_linears(bsr_model)  # BSR layers hand on transposed views: the dense layers copy them to rows
     return bsr_model
 
 

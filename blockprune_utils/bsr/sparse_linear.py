@@ -333,5 +333,12 @@ def rows_contiguous(module: nn.Module, args: tuple):
     return (x.contiguous(), *args[1:])
 
 
-__all__ = ["MAX_K", "BlockSparseLinear", "Structure", "features_first", "forward", "gather", "input_grad",
-           "rows_contiguous", "scatter", "structure_of", "weight_grad"]
+def hook_dense_linears(model: nn.Module) -> list:
+    """Give every ``nn.Linear`` of ``model`` the :func:`rows_contiguous` pre-hook (once);
+    returns the new hooks' handles (``.remove()`` takes a hook off again)."""
+    return [m.register_forward_pre_hook(rows_contiguous) for m in model.modules()
+            if isinstance(m, nn.Linear) and rows_contiguous not in m._forward_pre_hooks.values()]
+
+
+__all__ = ["MAX_K", "BlockSparseLinear", "Structure", "features_first", "forward", "gather", "hook_dense_linears",
+           "input_grad", "rows_contiguous", "scatter", "structure_of", "weight_grad"]

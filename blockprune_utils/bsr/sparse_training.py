@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from torch import nn
 
 from ..masks import get_mask, is_masked
-from .sparse_linear import BlockSparseLinear, Structure, rows_contiguous, structure_of
+from .sparse_linear import BlockSparseLinear, Structure, hook_dense_linears, structure_of
 
 # {layer shape: {block size: density at or below which the sparse layer is faster}}: the smaller value of two runs of
 # crossover_table() on an AMD EPYC host with AVX-512, one thread (see the module docstring)
@@ -91,9 +91,8 @@ def sparse_layers(model: nn.Module, layers: Sequence[str], k: int, max_density: 
             sparse = BlockSparseLinear.from_linear(lin, s.k, s.fmt, parallel, structure=s).train(lin.training)
             originals[name], swapped[name] = (owner, attr, lin), sparse
             setattr(owner, attr, sparse)
-        if swapped:
-            hooks = [m.register_forward_pre_hook(rows_contiguous) for m in model.modules()
-                     if isinstance(m, nn.Linear) and rows_contiguous not in m._forward_pre_hooks.values()]
+        if swapped:  # their outputs are transposed views: the dense layers copy them to rows
+            hooks = hook_dense_linears(model)
         yield swapped
     finally:
         for h in hooks:

@@ -154,7 +154,7 @@ def scan_verdict(choice: pd.DataFrame, variant: str, used: str) -> str:
     col = "final_val" if variant == "baseline_scan" else "mean_val"
     acc = choice.set_index("setting")[col]
     gap = 100 * (acc[picked[0]] - acc[used])
-    what = "final" if variant == "baseline_scan" else "mean"
+    what = col.split("_")[0]
     return head + (f"the rule DIFFERS from the profile: the profile no longer follows its own rule (the pick's {what} "
                    f"validation accuracy is {abs(gap):.2f} pp {'above' if gap >= 0 else 'below'} the profile's, on one seed)")
 
